@@ -1,0 +1,43 @@
+"""The catalog: every task and pipeline taskyard ships, looked up by name."""
+
+from __future__ import annotations
+
+import difflib
+
+from taskyard.catalog.pipelines import ci, retrain, train_eval_deploy
+from taskyard.catalog.tasks import deploy, evaluate, git_clone, promote, report, run_tests, train
+from taskyard.errors import CatalogError
+from taskyard.spec import PipelineSpec, TaskSpec
+
+TASKS: dict[str, TaskSpec] = {
+    t.name: t
+    for t in (
+        git_clone.TASK,
+        run_tests.TASK,
+        train.TASK,
+        train.GPU_TASK,
+        evaluate.TASK,
+        promote.TASK,
+        deploy.TASK,
+        report.TASK,
+    )
+}
+PIPELINES: dict[str, PipelineSpec] = {
+    p.name: p for p in (ci.PIPELINE, train_eval_deploy.PIPELINE, retrain.PIPELINE)
+}
+
+
+def _lookup(kind: str, name: str, table: dict) -> object:
+    if name in table:
+        return table[name]
+    close = difflib.get_close_matches(name, table, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(sorted(table))
+    raise CatalogError(f"unknown {kind} {name!r}", hint)
+
+
+def get_task(name: str) -> TaskSpec:
+    return _lookup("task", name, TASKS)  # type: ignore[return-value]
+
+
+def get_pipeline(name: str) -> PipelineSpec:
+    return _lookup("pipeline", name, PIPELINES)  # type: ignore[return-value]

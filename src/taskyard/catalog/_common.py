@@ -1,0 +1,100 @@
+"""The one way a catalog task is built, so every task keeps the step contract.
+
+The contract (same on Tekton, Argo and local):
+- the container runs ``python -m taskyard.steps.<module>`` with params passed as separate
+  args (never interpolated into a shell script);
+- each result NAME is written to the file named by env ``TASKYARD_RESULT_<NAME>``
+  (upper-cased, '-' -> '_'), which every engine points at its own result path;
+- the image is a param, so a user can point at their own registry.
+"""
+
+from __future__ import annotations
+
+from taskyard import __version__
+from taskyard.spec import Param, Resources, Result, TaskSpec, Workspace, result_path
+
+REGISTRY = "ghcr.io/taskyard"
+
+
+def image_param(image: str) -> Param:
+    return Param(
+        name="image",
+        default=f"{REGISTRY}/{image}:{__version__}",
+        description=f"The `{image}` task image; point it at your own registry or a pinned digest.",
+    )
+
+
+def result_env_name(result: str) -> str:
+    """The env var holding a result's file path; ``steps._results`` reads the same name."""
+    return "TASKYARD_RESULT_" + result.upper().replace("-", "_")
+
+
+def source_workspace(description: str = "The shared pipeline workspace.") -> Workspace:
+    return Workspace(name="source", description=description)
+
+
+def step_task(
+    *,
+    name: str,
+    module: str,
+    image: str,
+    display_name: str,
+    description: str,
+    args: list[str],
+    params: list[Param],
+    results: list[Result],
+    workspaces: list[Workspace],
+    env: dict[str, str] | None = None,
+    categories: tuple[str, ...] = ("MLOps",),
+    tags: tuple[str, ...] = (),
+    resources: Resources | None = None,
+    network: bool = False,
+) -> TaskSpec:
+    full_env = {result_env_name(r.name): result_path(r.name) for r in results}
+    full_env.update(env or {})
+    return TaskSpec(
+        name=name,
+        display_name=display_name,
+        description=description,
+        categories=categories,
+        tags=tags,
+        image="$(params.image)",
+        command=("python", "-m", f"taskyard.steps.{module}"),
+        args=tuple(args),
+        env=full_env,
+        params=(*params, image_param(image)),
+        results=tuple(results),
+        workspaces=tuple(workspaces),
+        resources=resources or Resources(),
+        network=network,
+    )
+
+
+def project_params() -> list[Param]:
+    """Where the ML project lives in the source workspace (shared by the ML tasks)."""
+    return [
+        Param(
+            name="subdirectory",
+            default="repo",
+            description="Folder of the cloned project inside the `source` workspace.",
+        ),
+        Param(
+            name="config",
+            default="taskyard.toml",
+            description="The project's training config, relative to the project folder.",
+        ),
+    ]
+
+
+def mlflow_param() -> Param:
+    return Param(
+        name="mlflow-tracking-uri",
+        default="",
+        description=(
+            "MLflow tracking URI. Empty: the local runner's store (SQLite under the "
+            "taskyard home); set it to your MLflow server on a cluster."
+        ),
+    )
+
+
+MLFLOW_ENV = {"MLFLOW_TRACKING_URI": "$(params.mlflow-tracking-uri)"}

@@ -1,0 +1,1 @@
+"""Catalog pipelines: one module per pipeline, each exporting PIPELINE."""

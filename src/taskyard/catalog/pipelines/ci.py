@@ -1,0 +1,31 @@
+"""ci: clone and test; for pull requests and every push."""
+
+from taskyard.catalog.pipelines._parts import GIT_PARAMS, WORKSPACES, clone_task, report_task
+from taskyard.catalog.tasks import run_tests
+from taskyard.spec import Param, PipelineSpec, PipelineTask, param
+
+PIPELINE = PipelineSpec(
+    name="ci",
+    display_name="CI: clone and test",
+    description="Clones the project at a revision and runs its pytest suite.",
+    categories=("CI",),
+    tags=("ci", "pytest"),
+    params=(
+        *GIT_PARAMS,
+        Param(name="pytest-args", default="", description="Extra pytest arguments."),
+    ),
+    workspaces=tuple(WORKSPACES),
+    tasks=(
+        clone_task(),
+        PipelineTask(
+            name="test",
+            task=run_tests.TASK,
+            params={"pytest-args": param("pytest-args")},
+            workspaces={"source": "source"},
+            run_after=("clone",),
+            timeout=1800,
+        ),
+    ),
+    finally_=(report_task("ci"),),
+    timeout=3600,
+)

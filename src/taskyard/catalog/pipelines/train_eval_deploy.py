@@ -1,0 +1,141 @@
+"""train-eval-deploy: test, train, evaluate against the champion, promote and deploy if better.
+
+``retrain`` is the same pipeline without the tests; both come from :func:`build` so the
+promotion gate is defined once.
+"""
+
+from __future__ import annotations
+
+from taskyard.catalog.pipelines._parts import (
+    GIT_PARAMS,
+    MLFLOW_PARAM,
+    WORKSPACES,
+    clone_task,
+    report_task,
+)
+from taskyard.catalog.tasks import deploy, evaluate, promote, run_tests, train
+from taskyard.spec import (
+    Param,
+    PipelineResult,
+    PipelineSpec,
+    PipelineTask,
+    When,
+    param,
+    result,
+)
+
+PROMOTE_GATE = When(input=result("evaluate", "promote"), operator="in", values=("true",))
+
+
+def build(name: str, *, with_tests: bool, display_name: str, description: str) -> PipelineSpec:
+    mlflow = {"mlflow-tracking-uri": param("mlflow-tracking-uri")}
+    model_name = result("train", "model-name")
+    tasks = [clone_task()]
+    if with_tests:
+        tasks.append(
+            PipelineTask(
+                name="test",
+                task=run_tests.TASK,
+                params={"pytest-args": param("pytest-args")},
+                workspaces={"source": "source"},
+                run_after=("clone",),
+                timeout=1800,
+            )
+        )
+    tasks += [
+        PipelineTask(
+            name="train",
+            task=train.TASK,
+            params={
+                "commit": result("clone", "commit"),
+                "overrides": param("overrides"),
+                "model-name": param("model-name"),
+                **mlflow,
+            },
+            workspaces={"source": "source"},
+            run_after=("test",) if with_tests else (),
+            timeout=3600,
+        ),
+        PipelineTask(
+            name="evaluate",
+            task=evaluate.TASK,
+            params={
+                "model-uri": result("train", "model-uri"),
+                "model-name": model_name,
+                "min-score": param("min-score"),
+                "min-improvement": param("min-improvement"),
+                **mlflow,
+            },
+            workspaces={"source": "source"},
+            timeout=1800,
+        ),
+        PipelineTask(
+            name="promote",
+            task=promote.TASK,
+            params={
+                "model-uri": result("train", "model-uri"),
+                "model-name": model_name,
+                "commit": result("clone", "commit"),
+                "data-hash": result("train", "data-hash"),
+                "eval-run-id": result("evaluate", "eval-run-id"),
+                **mlflow,
+            },
+            workspaces={"source": "source"},
+            when=(PROMOTE_GATE,),
+            timeout=600,
+        ),
+        PipelineTask(
+            name="deploy",
+            task=deploy.TASK,
+            params={
+                "model-name": model_name,
+                "port": param("deploy-port"),
+                "keep-serving": param("keep-serving"),
+                **mlflow,
+            },
+            workspaces={"source": "source"},
+            run_after=("promote",),
+            when=(PROMOTE_GATE,),
+            timeout=900,
+        ),
+    ]
+    params = [
+        *GIT_PARAMS,
+        Param(name="model-name", default="", description="Registered model name override."),
+        Param(name="overrides", default="", description="Hyperparameter overrides (k=v,…)."),
+        Param(name="min-score", default="", description="Absolute metric threshold override."),
+        Param(name="min-improvement", default="", description="Minimum gain override."),
+        Param(name="deploy-port", default="0", description="Port of the local model server."),
+        Param(name="keep-serving", default="true", description="Keep the model server running."),
+        MLFLOW_PARAM,
+    ]
+    if with_tests:
+        params.insert(2, Param(name="pytest-args", default="", description="Extra pytest args."))
+    return PipelineSpec(
+        name=name,
+        display_name=display_name,
+        description=description,
+        categories=("MLOps",),
+        tags=("training", "evaluation", "deployment", "mlflow"),
+        params=tuple(params),
+        workspaces=tuple(WORKSPACES),
+        tasks=tuple(tasks),
+        finally_=(report_task(name),),
+        results=(
+            PipelineResult(name="commit", value=result("clone", "commit")),
+            PipelineResult(name="promote", value=result("evaluate", "promote")),
+            PipelineResult(name="candidate-score", value=result("evaluate", "candidate-score")),
+        ),
+        timeout=3 * 3600,
+    )
+
+
+PIPELINE = build(
+    "train-eval-deploy",
+    with_tests=True,
+    display_name="Train, evaluate, deploy",
+    description=(
+        "Clones the project, runs its tests, trains, evaluates the challenger against the "
+        "`champion`, and only if it is better promotes and deploys it (smoke test, rollback)."
+    ),
+)

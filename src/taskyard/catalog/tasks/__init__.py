@@ -1,0 +1,1 @@
+"""Catalog tasks: one module per task, each exporting its TaskSpec(s)."""

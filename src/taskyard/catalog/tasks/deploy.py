@@ -1,0 +1,61 @@
+"""deploy: serve the champion, smoke-test it, roll the alias back on failure."""
+
+from taskyard.catalog._common import MLFLOW_ENV, mlflow_param, source_workspace, step_task
+from taskyard.spec import Param, Resources, Result
+
+TASK = step_task(
+    name="deploy",
+    module="deploy",
+    image="train",
+    display_name="deploy and smoke-test",
+    description=(
+        "Serves `models:/NAME@champion` (local target: `mlflow models serve` on the host), "
+        "waits for health, sends a smoke prediction built from the model's signature, and on "
+        "failure moves `champion` back to `previous-champion` and fails."
+    ),
+    categories=("Deployment",),
+    tags=("mlflow", "serving", "deploy"),
+    network=True,
+    resources=Resources(cpu="500m", memory="1Gi"),
+    env=MLFLOW_ENV,
+    params=[
+        Param(name="model-name", description="Registered model to serve."),
+        Param(name="alias", default="champion", description="Alias to serve."),
+        Param(
+            name="previous-alias",
+            default="previous-champion",
+            description="Alias to roll back to when the smoke test fails.",
+        ),
+        Param(name="target", default="local", description="Where to deploy: `local`."),
+        Param(name="host", default="127.0.0.1", description="Address the local server binds."),
+        Param(name="port", default="0", description="Local server port; 0 picks a free one."),
+        Param(
+            name="keep-serving",
+            default="true",
+            description="Leave the server running after the smoke test (`false`: stop it).",
+        ),
+        Param(
+            name="health-timeout",
+            default="120",
+            description="Seconds to wait for the server to become healthy.",
+        ),
+        mlflow_param(),
+    ],
+    results=[
+        Result(name="url", description="Base URL of the serving endpoint."),
+        Result(name="model-version", description="The version that was deployed."),
+        Result(name="smoke-prediction", description="The smoke request's answer (truncated)."),
+    ],
+    workspaces=[source_workspace("Receives the deployment record.")],
+    args=[
+        "--source", "$(workspaces.source.path)",
+        "--model-name", "$(params.model-name)",
+        "--alias", "$(params.alias)",
+        "--previous-alias", "$(params.previous-alias)",
+        "--target", "$(params.target)",
+        "--host", "$(params.host)",
+        "--port", "$(params.port)",
+        "--keep-serving", "$(params.keep-serving)",
+        "--health-timeout", "$(params.health-timeout)",
+    ],
+)  # fmt: skip

@@ -1,0 +1,71 @@
+"""git-clone: fetch a repository at a branch, tag or commit into the workspace."""
+
+from taskyard.catalog._common import step_task
+from taskyard.spec import Param, Resources, Result, Workspace
+
+TASK = step_task(
+    name="git-clone",
+    module="git_clone",
+    image="git",
+    display_name="git clone",
+    description=(
+        "Clones a git repository into the `output` workspace at a branch, tag or commit, "
+        "optionally with submodules and credentials, and reports the exact commit."
+    ),
+    categories=("Git",),
+    tags=("git",),
+    network=True,
+    resources=Resources(cpu="250m", memory="256Mi"),
+    params=[
+        Param(name="url", description="Repository URL to clone (https, ssh, git or file)."),
+        Param(
+            name="revision",
+            default="",
+            description="Branch, tag or commit SHA to check out; empty: the remote's HEAD.",
+        ),
+        Param(name="depth", default="1", description="Shallow clone depth; 0 for full history."),
+        Param(name="submodules", default="true", description="Initialise submodules."),
+        Param(
+            name="subdirectory",
+            default="repo",
+            description="Folder inside `output` to clone into.",
+        ),
+        Param(
+            name="delete-existing",
+            default="true",
+            description="Empty the target folder before cloning.",
+        ),
+        Param(name="ssl-verify", default="true", description="Verify the server's TLS cert."),
+    ],
+    results=[
+        Result(name="commit", description="The full SHA of the commit checked out."),
+        Result(name="url", description="The URL that was cloned."),
+    ],
+    workspaces=[
+        Workspace(name="output", description="Where the repository is cloned."),
+        Workspace(
+            name="git-credentials",
+            optional=True,
+            read_only=True,
+            description="A `.git-credentials` and `.gitconfig` for HTTPS basic auth.",
+        ),
+        Workspace(
+            name="ssh-directory",
+            optional=True,
+            read_only=True,
+            description="A `.ssh` folder (private key, known_hosts, config) for ssh URLs.",
+        ),
+    ],
+    args=[
+        "--url", "$(params.url)",
+        "--revision", "$(params.revision)",
+        "--depth", "$(params.depth)",
+        "--submodules", "$(params.submodules)",
+        "--output", "$(workspaces.output.path)",
+        "--subdirectory", "$(params.subdirectory)",
+        "--delete-existing", "$(params.delete-existing)",
+        "--ssl-verify", "$(params.ssl-verify)",
+        "--credentials-dir", "$(workspaces.git-credentials.path)",
+        "--ssh-dir", "$(workspaces.ssh-directory.path)",
+    ],
+)  # fmt: skip

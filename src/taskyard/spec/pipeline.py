@@ -1,0 +1,232 @@
+"""What a pipeline is: a DAG of tasks with bindings, gates and finally tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from taskyard.errors import SpecError
+from taskyard.spec import refs
+from taskyard.spec._base import PARAM_RE, SpecModel, check_name
+from taskyard.spec.task import Param, TaskSpec
+
+
+class When(SpecModel):
+    """Run the task only if ``input`` (a reference) is / is not one of ``values``."""
+
+    input: str
+    operator: Literal["in", "notin"] = "in"
+    values: tuple[str, ...]
+
+
+class PipelineTask(SpecModel):
+    """A use of a catalog task inside a pipeline."""
+
+    name: str
+    task: TaskSpec
+    params: dict[str, str] = Field(default_factory=dict)
+    # task workspace name -> pipeline workspace name
+    workspaces: dict[str, str] = Field(default_factory=dict)
+    run_after: tuple[str, ...] = ()
+    when: tuple[When, ...] = ()
+    retries: int = Field(default=0, ge=0)
+    timeout: int | None = Field(default=None, gt=0, description="seconds")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "pipeline task")
+
+    def texts(self) -> list[tuple[str, str]]:
+        """Every (field, text) that may hold a pipeline-level reference."""
+        out = [(f"params.{k}", v) for k, v in self.params.items()]
+        out += [(f"when[{i}].input", w.input) for i, w in enumerate(self.when)]
+        return out
+
+    def refs(self) -> Iterator[refs.Ref]:
+        for _, text in self.texts():
+            yield from refs.find(text)
+
+    def resolved_params(self) -> dict[str, str]:
+        """The task's params with defaults filled in and the bindings on top."""
+        out = {p.name: p.default for p in self.task.params if p.default is not None}
+        out.update(self.params)
+        return out
+
+
+class PipelineWorkspace(SpecModel):
+    name: str
+    description: str = ""
+    optional: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "workspace")
+
+
+class PipelineResult(SpecModel):
+    name: str
+    description: str = ""
+    value: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "result", PARAM_RE)
+
+
+_PIPELINE_REF_KINDS = {"param", "task-result", "run-name"}
+_FINALLY_REF_KINDS = _PIPELINE_REF_KINDS | {"task-status", "tasks-status"}
+
+
+class PipelineSpec(SpecModel):
+    """A DAG of tasks; ``finally`` tasks run after all others whatever their outcome."""
+
+    name: str
+    version: str = "0.1"
+    display_name: str
+    description: str
+    categories: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    params: tuple[Param, ...] = ()
+    workspaces: tuple[PipelineWorkspace, ...] = ()
+    tasks: tuple[PipelineTask, ...]
+    finally_: tuple[PipelineTask, ...] = Field(default=(), alias="finally")
+    results: tuple[PipelineResult, ...] = ()
+    timeout: int | None = Field(default=None, gt=0, description="seconds")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "pipeline")
+
+    # ---- graph -------------------------------------------------------------------------
+    @property
+    def all_tasks(self) -> tuple[PipelineTask, ...]:
+        return self.tasks + self.finally_
+
+    def get(self, name: str) -> PipelineTask:
+        for t in self.all_tasks:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def is_finally(self, name: str) -> bool:
+        return any(t.name == name for t in self.finally_)
+
+    def dependencies(self, task: PipelineTask) -> set[str]:
+        """``run_after`` plus every task whose result the task consumes (as Tekton infers)."""
+        deps = set(task.run_after)
+        deps |= {r.task for r in task.refs() if r.kind == "task-result"}
+        if self.is_finally(task.name):
+            return set()  # finally tasks wait for the whole DAG, not for single tasks
+        return deps
+
+    def order(self) -> list[str]:
+        """A stable topological order of the (non-finally) tasks."""
+        deps = {t.name: self.dependencies(t) for t in self.tasks}
+        done: list[str] = []
+        pending = [t.name for t in self.tasks]
+        while pending:
+            ready = [n for n in pending if deps[n] <= set(done)]
+            if not ready:
+                cycle = " -> ".join(sorted(pending))
+                raise SpecError(f"pipeline {self.name!r}: dependency cycle among {cycle}")
+            done += ready
+            pending = [n for n in pending if n not in ready]
+        return done
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    # ---- validation --------------------------------------------------------------------
+    @model_validator(mode="after")
+    def _check(self) -> PipelineSpec:
+        where = f"pipeline {self.name!r}"
+        names = [t.name for t in self.all_tasks]
+        for kind, values in (
+            ("task", names),
+            ("param", [p.name for p in self.params]),
+            ("workspace", [w.name for w in self.workspaces]),
+            ("result", [r.name for r in self.results]),
+        ):
+            dup = sorted({n for n in values if values.count(n) > 1})
+            if dup:
+                raise SpecError(f"{where}: duplicate {kind} name {dup[0]!r}")
+        regular = {t.name: t for t in self.tasks}
+        params = {p.name for p in self.params}
+        spaces = {w.name for w in self.workspaces}
+        for t in self.all_tasks:
+            self._check_task(t, regular, params, spaces)
+        for r in self.results:
+            self._check_refs(f"{where}, result {r.name!r}", r.value, regular, params, False)
+        self.order()
+        return self
+
+    def _check_task(
+        self,
+        t: PipelineTask,
+        regular: dict[str, PipelineTask],
+        params: set[str],
+        spaces: set[str],
+    ) -> None:
+        where = f"pipeline {self.name!r}, task {t.name!r}"
+        fin = self.is_finally(t.name)
+        for key in t.params:
+            if key not in t.task.param_names:
+                raise SpecError(f"{where}: params.{key} is not a param of task {t.task.name!r}")
+        for p in t.task.params:
+            if p.required and p.name not in t.params:
+                raise SpecError(f"{where}: required param {p.name!r} is not bound")
+        for key, value in t.workspaces.items():
+            if key not in t.task.workspace_names:
+                raise SpecError(
+                    f"{where}: workspaces.{key} is not a workspace of task {t.task.name!r}"
+                )
+            if value not in spaces:
+                raise SpecError(f"{where}: workspaces.{key} binds unknown workspace {value!r}")
+        for w in t.task.workspaces:
+            if not w.optional and w.name not in t.workspaces:
+                raise SpecError(f"{where}: required workspace {w.name!r} is not bound")
+        for dep in t.run_after:
+            if fin:
+                raise SpecError(f"{where}: a finally task cannot use run_after")
+            if dep not in regular:
+                raise SpecError(f"{where}: run_after names unknown task {dep!r}")
+        for field, text in t.texts():
+            self._check_refs(f"{where}, {field}", text, regular, params, fin, self_name=t.name)
+
+    def _check_refs(
+        self,
+        where: str,
+        text: str,
+        regular: dict[str, PipelineTask],
+        params: set[str],
+        fin: bool,
+        self_name: str = "",
+    ) -> None:
+        allowed = _FINALLY_REF_KINDS if fin else _PIPELINE_REF_KINDS
+        try:
+            found = list(refs.find(text))
+        except ValueError as e:
+            raise SpecError(f"{where}: {e}") from e
+        for ref in found:
+            if ref.kind not in allowed:
+                raise SpecError(f"{where}: {ref.text} is not allowed here")
+            if ref.kind == "param" and ref.name not in params:
+                raise SpecError(f"{where}: {ref.text} names an unknown pipeline param")
+            if ref.kind in ("task-result", "task-status"):
+                if ref.task == self_name:
+                    raise SpecError(f"{where}: {ref.text} refers to the task itself")
+                if ref.task not in regular:
+                    raise SpecError(f"{where}: {ref.text} names an unknown task")
+            if ref.kind == "task-result" and ref.name not in regular[ref.task].task.result_names:
+                raise SpecError(
+                    f"{where}: {ref.text}: task {ref.task!r} has no result {ref.name!r}"
+                )

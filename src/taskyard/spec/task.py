@@ -1,0 +1,150 @@
+"""What a task is, independent of any engine."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from taskyard.errors import SpecError
+from taskyard.spec import refs
+from taskyard.spec._base import PARAM_RE, SpecModel, check_name
+
+
+class Param(SpecModel):
+    """A string parameter; ``default=None`` makes it required."""
+
+    name: str
+    description: str = ""
+    default: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "param", PARAM_RE)
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+
+class Result(SpecModel):
+    """A small text value a step writes (kept far below Tekton's 4096-byte budget)."""
+
+    name: str
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "result", PARAM_RE)
+
+
+class Workspace(SpecModel):
+    """A folder shared between tasks (Tekton workspace, Argo volume, local folder)."""
+
+    name: str
+    description: str = ""
+    optional: bool = False
+    read_only: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "workspace")
+
+
+class Resources(SpecModel):
+    """Requests for the task's pod; ``gpu`` counts ``nvidia.com/gpu``."""
+
+    cpu: str | None = None
+    memory: str | None = None
+    gpu: int = Field(default=0, ge=0)
+    # What the local runner does for a GPU task on a host without one.
+    gpu_fallback: Literal["cpu", "error"] = "cpu"
+
+
+TASK_REF_KINDS = {"param", "result-path", "workspace-path", "workspace-bound"}
+
+
+class TaskSpec(SpecModel):
+    """One containerized step: an image running one CLI with params as args or env."""
+
+    name: str
+    version: str = "0.1"
+    display_name: str
+    description: str
+    categories: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = ("linux/amd64", "linux/arm64")
+    image: str
+    command: tuple[str, ...]
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+    params: tuple[Param, ...] = ()
+    results: tuple[Result, ...] = ()
+    workspaces: tuple[Workspace, ...] = ()
+    resources: Resources = Resources()
+    # Whether the step needs the network (the docker executor runs the rest with none).
+    network: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "task")
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    @property
+    def param_names(self) -> set[str]:
+        return {p.name for p in self.params}
+
+    @property
+    def result_names(self) -> set[str]:
+        return {r.name for r in self.results}
+
+    @property
+    def workspace_names(self) -> set[str]:
+        return {w.name for w in self.workspaces}
+
+    def texts(self) -> list[tuple[str, str]]:
+        """Every (field, text) that may hold a reference: image, command, args, env."""
+        out = [("image", self.image)]
+        out += [(f"command[{i}]", c) for i, c in enumerate(self.command)]
+        out += [(f"args[{i}]", a) for i, a in enumerate(self.args)]
+        out += [(f"env.{k}", v) for k, v in self.env.items()]
+        return out
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskSpec:
+        where = f"task {self.name!r}"
+        for kind, names in (
+            ("param", [p.name for p in self.params]),
+            ("result", [r.name for r in self.results]),
+            ("workspace", [w.name for w in self.workspaces]),
+        ):
+            dup = {n for n in names if names.count(n) > 1}
+            if dup:
+                raise SpecError(f"{where}: duplicate {kind} name {sorted(dup)[0]!r}")
+        known = {
+            "param": self.param_names,
+            "result-path": self.result_names,
+            "workspace-path": self.workspace_names,
+            "workspace-bound": self.workspace_names,
+        }
+        for field, text in self.texts():
+            try:
+                found = list(refs.find(text))
+            except ValueError as e:
+                raise SpecError(f"{where}, {field}: {e}") from e
+            for ref in found:
+                if ref.kind not in TASK_REF_KINDS:
+                    raise SpecError(f"{where}, {field}: {ref.text} is not allowed inside a task")
+                if ref.name not in known[ref.kind]:
+                    what = ref.kind.split("-")[0]
+                    raise SpecError(f"{where}, {field}: {ref.text} names an unknown {what}")
+        return self

@@ -1,0 +1,52 @@
+"""MLflow set-up shared by the ML steps: one tracking URI rule, artifacts next to SQLite."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from taskyard.home import default_tracking_uri
+
+
+def tracking_uri() -> str:
+    """The env's URI when set and non-empty, else the taskyard home's SQLite store."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    return uri or default_tracking_uri()
+
+
+def artifact_root(uri: str) -> str | None:
+    """For a SQLite store, keep artifacts in a folder beside the database, not in ./mlruns."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        return (db.parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def setup() -> str:
+    """Point the mlflow client at the store (creating a SQLite folder) and return the URI."""
+    import mlflow
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def experiment(name: str) -> str:
+    """Get or create an experiment, with artifacts beside a SQLite store; returns its id."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_root(tracking_uri()))
+    except Exception:  # another step created it first
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
