@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from taskyard import __version__
 from taskyard.spec import Param, Resources, Result, TaskSpec, Workspace, result_path
+from taskyard.steps._results import env_name as result_env_name
 
 REGISTRY = "ghcr.io/taskyard"
 
@@ -22,11 +23,6 @@ def image_param(image: str) -> Param:
         default=f"{REGISTRY}/{image}:{__version__}",
         description=f"The `{image}` task image; point it at your own registry or a pinned digest.",
     )
-
-
-def result_env_name(result: str) -> str:
-    """The env var holding a result's file path; ``steps._results`` reads the same name."""
-    return "TASKYARD_RESULT_" + result.upper().replace("-", "_")
 
 
 def source_workspace(description: str = "The shared pipeline workspace.") -> Workspace:

@@ -1,0 +1,1 @@
+"""Renderers: pure functions from specs to engine documents. They never run anything."""
