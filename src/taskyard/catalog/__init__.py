@@ -23,7 +23,13 @@ TASKS: dict[str, TaskSpec] = {
     )
 }
 PIPELINES: dict[str, PipelineSpec] = {
-    p.name: p for p in (ci.PIPELINE, train_eval_deploy.PIPELINE, retrain.PIPELINE)
+    p.name: p
+    for p in (
+        ci.PIPELINE,
+        train_eval_deploy.PIPELINE,
+        train_eval_deploy.GPU_PIPELINE,
+        retrain.PIPELINE,
+    )
 }
 
 

@@ -27,7 +27,14 @@ from taskyard.spec import (
 PROMOTE_GATE = When(input=result("evaluate", "promote"), operator="in", values=("true",))
 
 
-def build(name: str, *, with_tests: bool, display_name: str, description: str) -> PipelineSpec:
+def build(
+    name: str,
+    *,
+    with_tests: bool,
+    display_name: str,
+    description: str,
+    gpu: bool = False,
+) -> PipelineSpec:
     mlflow = {"mlflow-tracking-uri": param("mlflow-tracking-uri")}
     model_name = result("train", "model-name")
     tasks = [clone_task()]
@@ -45,7 +52,7 @@ def build(name: str, *, with_tests: bool, display_name: str, description: str) -
     tasks += [
         PipelineTask(
             name="train",
-            task=train.TASK,
+            task=train.GPU_TASK if gpu else train.TASK,
             params={
                 "commit": result("clone", "commit"),
                 "overrides": param("overrides"),
@@ -116,7 +123,7 @@ def build(name: str, *, with_tests: bool, display_name: str, description: str) -
         display_name=display_name,
         description=description,
         categories=("MLOps",),
-        tags=("training", "evaluation", "deployment", "mlflow"),
+        tags=("training", "evaluation", "deployment", "mlflow", *(("gpu",) if gpu else ())),
         params=tuple(params),
         workspaces=tuple(WORKSPACES),
         tasks=tuple(tasks),
@@ -137,5 +144,16 @@ PIPELINE = build(
     description=(
         "Clones the project, runs its tests, trains, evaluates the challenger against the "
         "`champion`, and only if it is better promotes and deploys it (smoke test, rollback)."
+    ),
+)
+
+GPU_PIPELINE = build(
+    "train-eval-deploy-gpu",
+    with_tests=True,
+    gpu=True,
+    display_name="Train on a GPU, evaluate, deploy",
+    description=(
+        "train-eval-deploy with the `train-gpu` task: training requests `nvidia.com/gpu` and "
+        "uses CUDA (AMP for torch) when the node has one, the CPU otherwise."
     ),
 )
