@@ -2,7 +2,7 @@
 
 from taskyard.catalog.pipelines._parts import GIT_PARAMS, WORKSPACES, clone_task, report_task
 from taskyard.catalog.tasks import run_tests
-from taskyard.spec import Param, PipelineSpec, PipelineTask, param
+from taskyard.spec import Param, PipelineResult, PipelineSpec, PipelineTask, param, result
 
 PIPELINE = PipelineSpec(
     name="ci",
@@ -27,5 +27,10 @@ PIPELINE = PipelineSpec(
         ),
     ),
     finally_=(report_task("ci"),),
+    results=(
+        PipelineResult(name="commit", value=result("clone", "commit")),
+        PipelineResult(name="tests-passed", value=result("test", "passed")),
+        PipelineResult(name="tests-failed", value=result("test", "failed")),
+    ),
     timeout=3600,
 )

@@ -36,6 +36,7 @@ def build(
     gpu: bool = False,
 ) -> PipelineSpec:
     mlflow = {"mlflow-tracking-uri": param("mlflow-tracking-uri")}
+    config = {"config": param("config")}
     model_name = result("train", "model-name")
     tasks = [clone_task()]
     if with_tests:
@@ -57,6 +58,7 @@ def build(
                 "commit": result("clone", "commit"),
                 "overrides": param("overrides"),
                 "model-name": param("model-name"),
+                **config,
                 **mlflow,
             },
             workspaces={"source": "source"},
@@ -71,6 +73,7 @@ def build(
                 "model-name": model_name,
                 "min-score": param("min-score"),
                 "min-improvement": param("min-improvement"),
+                **config,
                 **mlflow,
             },
             workspaces={"source": "source"},
@@ -108,6 +111,11 @@ def build(
     ]
     params = [
         *GIT_PARAMS,
+        Param(
+            name="config",
+            default="taskyard.toml",
+            description="The project's training config, relative to the repository root.",
+        ),
         Param(name="model-name", default="", description="Registered model name override."),
         Param(name="overrides", default="", description="Hyperparameter overrides (k=v,…)."),
         Param(name="min-score", default="", description="Absolute metric threshold override."),
@@ -128,10 +136,19 @@ def build(
         workspaces=tuple(WORKSPACES),
         tasks=tuple(tasks),
         finally_=(report_task(name),),
-        results=(
-            PipelineResult(name="commit", value=result("clone", "commit")),
-            PipelineResult(name="promote", value=result("evaluate", "promote")),
-            PipelineResult(name="candidate-score", value=result("evaluate", "candidate-score")),
+        results=tuple(
+            PipelineResult(name=name, value=result(task, res))
+            for name, task, res in (
+                ("commit", "clone", "commit"),
+                *((("tests-passed", "test", "passed"),) if with_tests else ()),
+                ("metric-name", "train", "metric-name"),
+                ("candidate-score", "evaluate", "candidate-score"),
+                ("champion-score", "evaluate", "champion-score"),
+                ("promote", "evaluate", "promote"),
+                ("model-version", "promote", "model-version"),
+                ("url", "deploy", "url"),
+                ("smoke-prediction", "deploy", "smoke-prediction"),
+            )
         ),
         timeout=3 * 3600,
     )
