@@ -1,0 +1,34 @@
+# Two entry points: `make demo` (the main job) and `make test` (the whole suite).
+# Each creates .venv and installs what it needs; nothing is installed by hand.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+LINT   := tools/tekton-lint/node_modules/.bin/tekton-lint
+
+.PHONY: demo test lint render check-generated clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "taskyard needs Python >= 3.11"'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[all,dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+$(LINT): tools/tekton-lint/package.json
+	cd tools/tekton-lint && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+demo: $(STAMP)
+	$(BIN)/taskyard demo
+
+test: $(STAMP) $(LINT)
+	$(BIN)/ruff check src tests benchmarks hera
+	$(BIN)/ruff format --check src tests benchmarks hera
+	$(BIN)/pytest -n 2 --durations=15
+
+render: $(STAMP)
+	$(BIN)/taskyard render
+
+clean:
+	rm -rf $(VENV) tools/tekton-lint/node_modules

@@ -1,0 +1,250 @@
+"""Tekton v1 (``tekton.dev/v1``) documents from the spec: Task, Pipeline, TaskRun, PipelineRun.
+
+Pure: a spec in, a plain dict out (keys in Tekton's usual order), no I/O, env or clock. Written
+from the v1 API itself, not the ``tekton-pipeline`` SDK (which only knows v1beta1).
+
+Tekton facts relied on (tektoncd/pipeline ``docs/variables.md``, "Fields that accept variable
+substitutions"): ``$(...)`` is replaced in ``steps[].image``, ``command``, ``args`` and
+``env.value`` -- so results travel as ``TASKYARD_RESULT_<NAME>=$(results.NAME.path)`` env values
+and params as args, with no ``script`` at all; ``$(workspaces.NAME.path)`` of an unbound optional
+workspace is the empty string (the steps treat an empty path as "not given");
+``$(tasks.status)`` and ``$(tasks.TASK.status)`` exist only in ``finally`` tasks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taskyard.render.docs import duration, sample_params
+from taskyard.spec import Param, PipelineSpec, PipelineTask, TaskSpec, refs
+
+API = "tekton.dev/v1"
+# v1 Task/Pipeline/TaskRun/PipelineRun (computeResources, taskRunTemplate) are served since
+# Pipelines 0.44 (from memory, not re-verified); Task/Pipeline ``spec.displayName`` came with
+# TEP-0047 (tektoncd/pipeline#6294, merged March 2023). 0.50 is the first LTS with both, and
+# what v1 catalog entries declare.
+MIN_VERSION = "0.50.0"
+# The distroless "nonroot" uid (also what tektoncd's git-clone runs as); the task images own
+# their HOME for it, and run samples set fsGroup to it so a fresh PVC is writable.
+NON_ROOT_UID = 65532
+GPU_RESOURCE = "nvidia.com/gpu"
+# Where GPU pods go: the label NVIDIA's GPU feature discovery / GPU operator sets, and the
+# taint GPU node pools commonly carry (GKE sets exactly this one).
+GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
+GPU_TOLERATIONS = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+SOURCE_CLAIM = "taskyard-source"
+SOURCE_STORAGE = "1Gi"
+
+
+def ref_text(text: str) -> str:
+    """The one translation hook: the spec's ``$(...)`` spelling is Tekton's, ref by ref."""
+    return refs.substitute(text, lambda ref: ref.text)
+
+
+def _metadata(
+    name: str,
+    version: str,
+    display_name: str,
+    categories: tuple[str, ...],
+    tags: tuple[str, ...],
+    platforms: tuple[str, ...],
+) -> dict[str, Any]:
+    annotations = {"tekton.dev/pipelines.minVersion": MIN_VERSION}
+    if categories:
+        annotations["tekton.dev/categories"] = ", ".join(categories)
+    if tags:
+        annotations["tekton.dev/tags"] = ", ".join(tags)
+    annotations["tekton.dev/displayName"] = display_name
+    if platforms:
+        annotations["tekton.dev/platforms"] = ",".join(platforms)
+    return {
+        "name": name,
+        "labels": {"app.kubernetes.io/version": version},
+        "annotations": annotations,
+    }
+
+
+def _param_spec(p: Param) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": p.name, "type": "string"}
+    if p.description:
+        out["description"] = p.description
+    if p.default is not None:
+        out["default"] = p.default
+    return out
+
+
+def _compute_resources(task: TaskSpec) -> dict[str, Any]:
+    r = task.resources
+    requests = {k: v for k, v in (("cpu", r.cpu), ("memory", r.memory)) if v}
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if r.gpu:
+        # Extended resources are set as limits (a request, if given, must equal the limit).
+        out["limits"] = {GPU_RESOURCE: r.gpu}
+    return out
+
+
+def _security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": NON_ROOT_UID,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def task(t: TaskSpec) -> dict[str, Any]:
+    """The Task: one step running the step CLI, params as args/env, results via env paths."""
+    step: dict[str, Any] = {
+        "name": t.name,
+        "image": ref_text(t.image),
+        "command": [ref_text(c) for c in t.command],
+    }
+    if t.args:
+        step["args"] = [ref_text(a) for a in t.args]
+    if t.env:
+        step["env"] = [{"name": k, "value": ref_text(v)} for k, v in t.env.items()]
+    resources = _compute_resources(t)
+    if resources:
+        step["computeResources"] = resources
+    step["securityContext"] = _security_context()
+    spec: dict[str, Any] = {"displayName": t.display_name, "description": t.description}
+    if t.params:
+        spec["params"] = [_param_spec(p) for p in t.params]
+    if t.results:
+        spec["results"] = [_described(r.name, r.description, type="string") for r in t.results]
+    if t.workspaces:
+        spec["workspaces"] = [
+            _described(w.name, w.description)
+            | ({"optional": True} if w.optional else {})
+            | ({"readOnly": True} if w.read_only else {})
+            for w in t.workspaces
+        ]
+    spec["steps"] = [step]
+    meta = _metadata(t.name, t.version, t.display_name, t.categories, t.tags, t.platforms)
+    return {"apiVersion": API, "kind": "Task", "metadata": meta, "spec": spec}
+
+
+def _described(name: str, description: str, **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name}
+    if description:
+        out["description"] = description
+    out.update(extra)
+    return out
+
+
+def _pipeline_task(pt: PipelineTask) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": pt.name, "taskRef": {"kind": "Task", "name": pt.task.name}}
+    if pt.run_after:
+        out["runAfter"] = list(pt.run_after)
+    if pt.when:
+        out["when"] = [
+            {"input": ref_text(w.input), "operator": w.operator, "values": list(w.values)}
+            for w in pt.when
+        ]
+    if pt.params:
+        out["params"] = [{"name": k, "value": ref_text(v)} for k, v in pt.params.items()]
+    if pt.workspaces:
+        out["workspaces"] = [{"name": k, "workspace": v} for k, v in pt.workspaces.items()]
+    if pt.retries:
+        out["retries"] = pt.retries
+    if pt.timeout:
+        out["timeout"] = duration(pt.timeout)
+    return out
+
+
+def _platforms(p: PipelineSpec) -> tuple[str, ...]:
+    """The platforms every task of the pipeline runs on, in the first task's order."""
+    first = p.all_tasks[0].task.platforms
+    return tuple(x for x in first if all(x in t.task.platforms for t in p.all_tasks))
+
+
+def pipeline(p: PipelineSpec) -> dict[str, Any]:
+    """The Pipeline: tasks by ``taskRef``, result wiring, ``when`` gates, ``finally``.
+
+    The spec's whole-run timeout has no place in a v1 Pipeline; the PipelineRun sample carries
+    it as ``timeouts.pipeline``.
+    """
+    spec: dict[str, Any] = {"displayName": p.display_name, "description": p.description}
+    if p.params:
+        spec["params"] = [_param_spec(x) for x in p.params]
+    if p.workspaces:
+        spec["workspaces"] = [
+            _described(w.name, w.description) | ({"optional": True} if w.optional else {})
+            for w in p.workspaces
+        ]
+    spec["tasks"] = [_pipeline_task(t) for t in p.tasks]
+    if p.finally_:
+        spec["finally"] = [_pipeline_task(t) for t in p.finally_]
+    if p.results:
+        spec["results"] = [
+            _described(r.name, r.description, value=ref_text(r.value)) for r in p.results
+        ]
+    meta = _metadata(p.name, p.version, p.display_name, p.categories, p.tags, _platforms(p))
+    return {"apiVersion": API, "kind": "Pipeline", "metadata": meta, "spec": spec}
+
+
+def _gpu_pod_template() -> dict[str, Any]:
+    return {
+        "securityContext": {"fsGroup": NON_ROOT_UID},
+        "nodeSelector": dict(GPU_NODE_SELECTOR),
+        "tolerations": [dict(x) for x in GPU_TOLERATIONS],
+    }
+
+
+def _params_list(values: dict[str, str]) -> list[dict[str, str]]:
+    return [{"name": k, "value": v} for k, v in values.items()]
+
+
+def taskrun_sample(t: TaskSpec) -> dict[str, Any]:
+    """A TaskRun of the Task alone: required params, required workspaces on one PVC."""
+    spec: dict[str, Any] = {"taskRef": {"kind": "Task", "name": t.name}}
+    params = sample_params(t.params)
+    if params:
+        spec["params"] = _params_list(params)
+    spaces = [w for w in t.workspaces if not w.optional]
+    if spaces:
+        spec["workspaces"] = [
+            {"name": w.name, "persistentVolumeClaim": {"claimName": SOURCE_CLAIM}} for w in spaces
+        ]
+    spec["podTemplate"] = (
+        _gpu_pod_template() if t.resources.gpu else {"securityContext": {"fsGroup": NON_ROOT_UID}}
+    )
+    return {
+        "apiVersion": API,
+        "kind": "TaskRun",
+        "metadata": {"generateName": f"{t.name}-"},
+        "spec": spec,
+    }
+
+
+def pipelinerun_sample(p: PipelineSpec) -> dict[str, Any]:
+    """A PipelineRun: a fresh PVC per run for ``source``; GPU tasks steered to GPU nodes."""
+    spec: dict[str, Any] = {"pipelineRef": {"name": p.name}}
+    params = sample_params(p.params)
+    if params:
+        spec["params"] = _params_list(params)
+    spaces = [w for w in p.workspaces if not w.optional]
+    if spaces:
+        claim = {
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": SOURCE_STORAGE}},
+            }
+        }
+        spec["workspaces"] = [{"name": w.name, "volumeClaimTemplate": claim} for w in spaces]
+    if p.timeout:
+        spec["timeouts"] = {"pipeline": duration(p.timeout)}
+    spec["taskRunTemplate"] = {"podTemplate": {"securityContext": {"fsGroup": NON_ROOT_UID}}}
+    gpu = [t for t in p.all_tasks if t.task.resources.gpu]
+    if gpu:
+        spec["taskRunSpecs"] = [
+            {"pipelineTaskName": t.name, "podTemplate": _gpu_pod_template()} for t in gpu
+        ]
+    return {
+        "apiVersion": API,
+        "kind": "PipelineRun",
+        "metadata": {"generateName": f"{p.name}-"},
+        "spec": spec,
+    }
