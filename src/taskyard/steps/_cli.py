@@ -50,9 +50,28 @@ def write_record(source: Path, step: str, record: dict[str, Any]) -> Path:
     return path
 
 
+def glue_values(argv: list[str], p: argparse.ArgumentParser) -> list[str]:
+    """Join ``--flag VALUE`` into ``--flag=VALUE`` for every flag that takes a value.
+
+    Engines pass each param as a separate arg; argparse would take a value such as ``-x`` or
+    ``--lf`` (free-form pytest args) for an unknown flag.
+    """
+    takes_value = {s for a in p._actions if a.nargs != 0 for s in a.option_strings}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in takes_value and i + 1 < len(argv):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(run: Callable[[argparse.Namespace], None], p: argparse.ArgumentParser) -> None:
     """Parse, run, and turn expected failures into one line on stderr and exit 1."""
-    args = p.parse_args()
+    args = p.parse_args(glue_values(sys.argv[1:], p))
     try:
         run(args)
     except TaskyardError as e:

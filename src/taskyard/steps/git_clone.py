@@ -1,0 +1,336 @@
+"""git-clone: fetch one revision of a repository into the workspace, like Tekton's git-clone.
+
+Runs the real ``git`` as argument lists (never a shell string). Credentials from the
+``git-credentials`` / ``ssh-directory`` workspaces live only in a private temporary HOME, so
+they are never written into the clone's config nor printed; URLs are printed with their
+userinfo redacted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from taskyard.errors import StepError
+from taskyard.steps import _cli
+from taskyard.steps._results import write_results
+
+TASK_NAME = "git-clone"
+_HEX = re.compile(r"[0-9a-fA-F]{4,64}")
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """Hide ``user:password@`` in every URL inside ``text``."""
+    return _USERINFO.sub(r"\g<scheme>***@", text)
+
+
+def strip_userinfo(url: str) -> str:
+    """The URL without userinfo, for http(s) only (an ssh user name is not a secret)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+@dataclass
+class Git:
+    """Runs git in one repository with one environment, echoing redacted commands."""
+
+    cwd: Path
+    env: dict[str, str]
+    config: tuple[str, ...] = ()  # `-c k=v` pairs; git passes them on to submodule commands
+
+    def run(
+        self, *args: str, check: bool = True, echo: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``git args``; print the command, and its output when ``echo``."""
+        cmd = ["git", *(x for kv in self.config for x in ("-c", kv)), *args]
+        print("+ " + redact(shlex.join(cmd)), flush=True)
+        proc = subprocess.run(cmd, cwd=self.cwd, env=self.env, capture_output=True, text=True)
+        for stream in (proc.stdout if echo else "", proc.stderr):
+            if stream.strip():
+                print(redact(stream.rstrip()), flush=True)
+        if check and proc.returncode != 0:
+            raise GitFailed(reason(proc.stderr))
+        return proc
+
+    def out(self, *args: str, echo: bool = True) -> str:
+        return self.run(*args, echo=echo).stdout.strip()
+
+
+class GitFailed(Exception):
+    """A git command failed; carries git's own one-line reason."""
+
+
+def reason(stderr: str) -> str:
+    """git's most useful line: the first ``fatal:``/``error:`` line, else the last line."""
+    lines = [redact(x.strip()) for x in stderr.splitlines() if x.strip()]
+    for line in lines:
+        for prefix in ("fatal: ", "error: "):
+            if line.startswith(prefix):
+                return line[len(prefix) :]
+    return lines[-1] if lines else "git failed without a message"
+
+
+def auth_hint(message: str) -> str | None:
+    """Point at the workspaces when git's failure looks like missing credentials."""
+    if re.search(r"could not read (Username|Password)|Authentication failed", message):
+        return "private repository? bind the git-credentials workspace"
+    if "Permission denied (publickey" in message or "Host key verification failed" in message:
+        return "bind the ssh-directory workspace with a key and known_hosts"
+    return None
+
+
+def parse_depth(value: str) -> int:
+    try:
+        depth = int(value.strip())
+    except ValueError:
+        depth = -1
+    if depth < 0:
+        raise StepError(f"depth must be a whole number >= 0 (0 = full history), got {value!r}")
+    return depth
+
+
+def resolve_target(output: Path, subdirectory: str) -> Path:
+    """``output/subdirectory``, refusing anything that escapes ``output``."""
+    root = output.resolve()
+    target = (root / subdirectory).resolve() if subdirectory.strip() else root
+    if target != root and root not in target.parents:
+        raise StepError(f"subdirectory {subdirectory!r} points outside the output workspace")
+    return target
+
+
+def empty_dir(target: Path) -> None:
+    """Delete what is inside ``target`` (never ``target`` itself; symlinks are not followed)."""
+    if not target.is_dir():
+        return
+    for entry in target.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def install_credentials(home: Path, credentials: Path | None, ssh: Path | None) -> dict[str, str]:
+    """Copy the credential workspaces into the private ``home``; return env for git."""
+    env: dict[str, str] = {}
+    if credentials is not None:
+        if not credentials.is_dir():
+            raise StepError(f"credentials folder {credentials} does not exist")
+        gitconfig, store = credentials / ".gitconfig", credentials / ".git-credentials"
+        if not gitconfig.is_file() and not store.is_file():
+            raise StepError(
+                f"credentials folder {credentials} has no .gitconfig or .git-credentials"
+            )
+        if gitconfig.is_file():
+            shutil.copyfile(gitconfig, home / ".gitconfig")
+        if store.is_file():
+            shutil.copyfile(store, home / ".git-credentials")
+            (home / ".git-credentials").chmod(0o600)
+            text = (home / ".gitconfig").read_text() if (home / ".gitconfig").exists() else ""
+            if not re.search(r"^\s*helper\s*=", text, re.MULTILINE):
+                store_file = shlex.quote(str(home / ".git-credentials"))
+                with (home / ".gitconfig").open("a") as f:
+                    f.write(f'\n[credential]\n\thelper = "store --file={store_file}"\n')
+    if ssh is not None:
+        if not ssh.is_dir():
+            raise StepError(f"ssh folder {ssh} does not exist")
+        env["GIT_SSH_COMMAND"] = install_ssh(ssh, home / ".ssh")
+    return env
+
+
+def install_ssh(src: Path, dest: Path) -> str:
+    """Copy an ssh folder with the modes ssh insists on; return a matching ssh command.
+
+    ssh looks up ``~`` from the passwd database, not ``$HOME``, so the keys, config and
+    known_hosts are named explicitly on the command line.
+    """
+    shutil.copytree(src, dest, dirs_exist_ok=True, symlinks=False)
+    dest.chmod(0o700)
+    for path in dest.rglob("*"):
+        path.chmod(0o700 if path.is_dir() else 0o600)
+    cmd = ["ssh", "-o", "BatchMode=yes"]
+    if (dest / "config").is_file():
+        cmd += ["-F", str(dest / "config")]
+    if (dest / "known_hosts").is_file():
+        cmd += ["-o", f"UserKnownHostsFile={dest / 'known_hosts'}"]
+    for key in sorted(dest.glob("id_*")):
+        if key.suffix != ".pub":
+            cmd += ["-i", str(key)]
+    return shlex.join(cmd)
+
+
+@contextmanager
+def git_environment(credentials: Path | None, ssh: Path | None) -> Iterator[dict[str, str]]:
+    """The env git runs with: never prompts; a private HOME when credentials are bound."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}
+    env.pop("GIT_DIR", None)
+    env.pop("GIT_WORK_TREE", None)
+    if credentials is None and ssh is None:
+        yield env
+        return
+    home = Path(tempfile.mkdtemp(prefix="taskyard-git-home-"))
+    try:
+        env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"))
+        env.update(install_credentials(home, credentials, ssh))
+        yield env
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@dataclass
+class Remote:
+    """What ``git ls-remote --symref`` says about the remote."""
+
+    refs: dict[str, str]  # ref name -> object id (peeled tags under `<tag>^{}`)
+    head_branch: str | None
+
+    @classmethod
+    def parse(cls, listing: str) -> Remote:
+        refs: dict[str, str] = {}
+        head = None
+        for line in listing.splitlines():
+            left, _, name = line.partition("\t")
+            if left.startswith("ref: ") and name == "HEAD":
+                head = left[5:].removeprefix("refs/heads/")
+            elif name:
+                refs[name] = left
+        return cls(refs=refs, head_branch=head)
+
+    def find(self, revision: str) -> str | None:
+        """The remote ref ``revision`` names, in the order ``git fetch`` would pick it."""
+        if revision in ("", "HEAD"):
+            return "HEAD" if "HEAD" in self.refs else None
+        if revision.startswith("refs/"):
+            return revision if revision in self.refs else None
+        for ref in (f"refs/{revision}", f"refs/tags/{revision}", f"refs/heads/{revision}"):
+            if ref in self.refs:
+                return ref
+        return None
+
+
+def clone(args: argparse.Namespace) -> dict[str, str]:
+    """Do the clone; return the record details."""
+    depth = parse_depth(args.depth)
+    if shutil.which("git") is None:
+        raise StepError("git is not installed (or not on PATH) in this image")
+    url, shown = args.url.strip(), redact(args.url.strip())
+    if not url:
+        raise StepError("no repository url given (--url is empty)")
+    revision = args.revision.strip()
+    target = resolve_target(args.output, args.subdirectory)
+    if args.delete_existing:
+        empty_dir(target)
+    target.mkdir(parents=True, exist_ok=True)
+
+    config = () if args.ssl_verify else ("http.sslVerify=false",)
+    with git_environment(args.credentials_dir, args.ssh_dir) as env:
+        g = Git(cwd=target, env=env, config=config)
+        g.run("init", "-q")
+        if "origin" in g.out("remote", echo=False).split():
+            g.run("remote", "remove", "origin")
+        g.run("remote", "add", "origin", strip_userinfo(url))
+        try:
+            remote = Remote.parse(g.out("ls-remote", "--symref", url, echo=False))
+        except GitFailed as e:
+            raise StepError(f"cannot clone {shown}: {e}", auth_hint(str(e))) from None
+
+        shallow = [f"--depth={depth}"] if depth else []
+        ref = remote.find(revision)
+        try:
+            if ref is not None:
+                g.run("fetch", "--no-tags", *shallow, "--force", url, ref)
+                commit = g.out("rev-parse", "FETCH_HEAD^{commit}")
+            elif _HEX.fullmatch(revision):
+                commit = fetch_sha(g, url, revision, shallow)
+            else:
+                commit = ""
+        except GitFailed as e:
+            raise StepError(f"cannot clone {shown}: {e}") from None
+        if not commit and not revision:
+            raise StepError(f"cannot clone {shown}: the remote has no HEAD (an empty repository?)")
+        if not commit:
+            raise StepError(f"revision {revision!r} not found in {shown}")
+        try:
+            g.run("-c", "advice.detachedHead=false", "checkout", "-q", "-f", "--detach", commit)
+            if args.submodules and (target / ".gitmodules").is_file():
+                g.run("submodule", "update", "--init", "--recursive", "--force", *shallow)
+        except GitFailed as e:
+            raise StepError(f"cannot check out {revision or 'HEAD'} of {shown}: {e}") from None
+
+        branch = branch_of(revision, ref, remote)
+        subject, date = g.out("log", "-1", "--format=%s%x00%cI", commit).split("\0", 1)
+    return {
+        "commit": commit,
+        "url": strip_userinfo(url),
+        "revision": revision,
+        "branch": branch or "",
+        "subject": subject,
+        "committer_date": date,
+        "depth": str(depth),
+        "subdirectory": args.subdirectory,
+    }
+
+
+def fetch_sha(g: Git, url: str, sha: str, shallow: list[str]) -> str:
+    """Fetch a commit by SHA; fall back to all branches and tags (short SHAs, old servers)."""
+    if len(sha) == 40 or len(sha) == 64:
+        proc = g.run("fetch", "--no-tags", *shallow, "--force", url, sha, check=False)
+        if proc.returncode == 0:
+            return g.out("rev-parse", "FETCH_HEAD^{commit}")
+        print(f"fetching {sha} directly was refused; fetching all branches and tags", flush=True)
+    g.run(
+        "fetch", "--force", url, "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"
+    )
+    found = g.run("rev-parse", "-q", "--verify", f"{sha}^{{commit}}", check=False)
+    return found.stdout.strip() if found.returncode == 0 else ""
+
+
+def branch_of(revision: str, ref: str | None, remote: Remote) -> str | None:
+    if ref == "HEAD":
+        return remote.head_branch
+    if ref and ref.startswith("refs/heads/"):
+        return ref.removeprefix("refs/heads/")
+    return None
+
+
+def run(args: argparse.Namespace) -> None:
+    details = clone(args)
+    write_results({"commit": details["commit"], "url": details["url"]})
+    _cli.write_record(
+        args.output,
+        TASK_NAME,
+        {"results": {"commit": details["commit"], "url": details["url"]}, **details},
+    )
+    where = f" ({details['branch']})" if details["branch"] else ""
+    print(f"checked out {details['commit']}{where}: {details['subject']}", flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _cli.parser("git_clone", __doc__.splitlines()[0])
+    p.add_argument("--url", required=True)
+    p.add_argument("--revision", default="")
+    p.add_argument("--depth", default="1")
+    p.add_argument("--submodules", type=_cli.boolean, default=True)
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--subdirectory", default="repo")
+    p.add_argument("--delete-existing", type=_cli.boolean, default=True)
+    p.add_argument("--ssl-verify", type=_cli.boolean, default=True)
+    p.add_argument("--credentials-dir", type=_cli.optional_path, default=None)
+    p.add_argument("--ssh-dir", type=_cli.optional_path, default=None)
+    return p
+
+
+if __name__ == "__main__":
+    _cli.main(run, build_parser())
