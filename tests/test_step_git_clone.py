@@ -255,6 +255,17 @@ def test_missing_credentials_dir(tmp_path: Path, remote: Remote) -> None:
     assert_one_line_error(c, "error: credentials folder")
 
 
+def test_empty_credential_folders_count_as_unbound(tmp_path: Path, remote: Remote) -> None:
+    """Argo mounts a missing optional Secret as an empty folder; the clone must still work."""
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "ssh").mkdir()
+    c = clone(
+        tmp_path, remote.url, credentials_dir=str(tmp_path / "creds"), ssh_dir=str(tmp_path / "ssh")
+    )
+    assert c.proc.returncode == 0, c.proc.stderr
+    assert c.result("commit") == remote.head()
+
+
 def test_ssh_dir_is_copied_with_strict_modes(tmp_path: Path) -> None:
     src = tmp_path / "ssh"
     src.mkdir()

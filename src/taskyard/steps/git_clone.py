@@ -171,9 +171,17 @@ def install_ssh(src: Path, dest: Path) -> str:
     return shlex.join(cmd)
 
 
+def bound(folder: Path | None) -> Path | None:
+    """An empty folder counts as unbound: Argo mounts a missing optional Secret as one."""
+    if folder is not None and folder.is_dir() and not any(folder.iterdir()):
+        return None
+    return folder
+
+
 @contextmanager
 def git_environment(credentials: Path | None, ssh: Path | None) -> Iterator[dict[str, str]]:
     """The env git runs with: never prompts; a private HOME when credentials are bound."""
+    credentials, ssh = bound(credentials), bound(ssh)
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}
     env.pop("GIT_DIR", None)
     env.pop("GIT_WORK_TREE", None)

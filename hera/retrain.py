@@ -1,0 +1,8 @@
+"""The `retrain` pipeline as an Argo WorkflowTemplate: `python hera/retrain.py --help`."""
+
+import sys
+
+from _program import pipeline_main
+
+if __name__ == "__main__":
+    sys.exit(pipeline_main("retrain"))
