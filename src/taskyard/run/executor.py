@@ -1,0 +1,170 @@
+"""How a resolved task becomes a running process: the Executor protocol and its subprocess form.
+
+An executor answers two questions. ``layout``: where does the step see its workspaces and its
+results folder (host paths here; mount points in a container)? The resolver substitutes
+``$(workspaces.W.path)`` and ``$(results.R.path)`` with those. ``start``: run the resolved
+command with stdout+stderr going to the task's log, and hand back a :class:`Process` the
+scheduler can wait on and stop. A docker executor implements the same two methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from taskyard.spec import TaskSpec
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths as the step sees them: ``workspaces`` maps task workspace -> path ("" = unbound)."""
+
+    workspaces: dict[str, str]
+    results_dir: str
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """A task with every reference resolved, plus the host folders an executor must provide."""
+
+    task: str  # the pipeline task name
+    spec: TaskSpec
+    image: str
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+    env: dict[str, str]
+    workspaces: dict[str, Path | None]  # task workspace -> host folder (None: unbound)
+    results_dir: Path  # host folder the results land in
+    cwd: Path
+    params: dict[str, str] = field(default_factory=dict)
+
+
+class Process(Protocol):
+    """A started step. ``wait`` returns the exit code, or None when ``timeout`` ran out."""
+
+    def wait(self, timeout: float | None = None) -> int | None: ...
+
+    def stop(self) -> None:
+        """Terminate the step and everything it started; safe to call from another thread."""
+
+
+class Executor(Protocol):
+    name: str
+
+    def gpus(self) -> int:
+        """How many GPUs a step can use (the runner applies ``Resources.gpu_fallback``)."""
+        ...
+
+    def layout(self, workspaces: dict[str, Path | None], results_dir: Path) -> Layout: ...
+
+    def start(self, inv: Invocation, log: BinaryIO) -> Process: ...
+
+
+class _Subprocess:
+    """A child in its own session, so stopping it reaches its whole process group."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], grace: float) -> None:
+        self.popen = popen
+        self.grace = grace
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        if timeout is not None and _pidfd_wait(self.popen.pid, timeout):
+            timeout = 0  # pidfd said it exited (or the time is up): just reap
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self) -> None:
+        self._signal(signal.SIGTERM)
+        timer = threading.Timer(self.grace, self._kill)
+        timer.daemon = True
+        timer.start()
+
+    def _kill(self) -> None:
+        if self.popen.returncode is None:
+            self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, sig)
+
+
+def _pidfd_wait(pid: int, timeout: float) -> bool:
+    """Block until the child exits or ``timeout`` passes, without Popen.wait's 50 ms polling.
+
+    False when pidfds are unavailable (old kernel): the caller falls back to Popen.wait.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return False
+    try:
+        select.select([fd], [], [], max(timeout, 0))
+    finally:
+        os.close(fd)
+    return True
+
+
+def host_gpus() -> int:
+    """NVIDIA GPUs the driver exposes, honouring ``CUDA_VISIBLE_DEVICES`` (no CUDA import)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return 0
+    try:
+        found = len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        found = 0
+    if visible is not None and found:
+        return min(found, len([v for v in visible.split(",") if v.strip()]))
+    return found
+
+
+class SubprocessExecutor:
+    """Runs each step as a local subprocess with the same interpreter as the runner.
+
+    ``python`` as command[0] means ``sys.executable``, and the interpreter's bin folder goes
+    first on PATH, so steps find the venv's console scripts (mlflow, pytest) as in an image.
+    """
+
+    name = "subprocess"
+
+    def __init__(self, grace: float = 5.0) -> None:
+        self.grace = grace
+        self.bin_dir = os.path.dirname(sys.executable)
+
+    def gpus(self) -> int:
+        return host_gpus()
+
+    def layout(self, workspaces: dict[str, Path | None], results_dir: Path) -> Layout:
+        return Layout(
+            workspaces={k: str(v) if v is not None else "" for k, v in workspaces.items()},
+            results_dir=str(results_dir),
+        )
+
+    def start(self, inv: Invocation, log: BinaryIO) -> Process:
+        argv = [*inv.command, *inv.args]
+        if argv and argv[0] in ("python", "python3"):
+            argv[0] = sys.executable
+        env = dict(os.environ)
+        env.update(inv.env)
+        env["PATH"] = self.bin_dir + os.pathsep + env.get("PATH", "")
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        popen = subprocess.Popen(
+            argv,
+            cwd=inv.cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return _Subprocess(popen, self.grace)

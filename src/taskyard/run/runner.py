@@ -1,0 +1,474 @@
+"""The local runner: a pipeline's DAG as subprocesses, with Tekton's semantics.
+
+One scheduling thread (the caller's) owns the run record; each started task gets a worker
+thread that runs its attempts and reports back through a queue, so the record, ``run.json``
+and the progress display change in one place, in order.
+
+Semantics, as Tekton's (so a local run behaves like the cluster run):
+- tasks start when their dependencies (``run_after`` + tasks whose results they read) are done,
+  at most ``max_parallel`` at a time;
+- ``when`` is evaluated on resolved inputs; a when-skipped task's ``run_after`` dependents still
+  run, but a task reading results of a skipped or failed task is skipped, and so are the
+  dependents of a task skipped for that reason;
+- after a failure no new task starts (running ones finish), then ``finally`` tasks always run,
+  seeing ``$(tasks.status)`` / ``$(tasks.T.status)``;
+- a task timeout (per attempt, as Tekton's) and the pipeline timeout kill the process group;
+  the pipeline timeout stops the DAG, and ``finally`` still runs (Tekton's ``timeouts.tasks``);
+- Ctrl-C stops every running task and does not start ``finally``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from taskyard.errors import RunError
+from taskyard.home import default_tracking_uri
+from taskyard.run.executor import Executor, Invocation, Process, SubprocessExecutor
+from taskyard.run.resolve import (
+    Context,
+    MissingResult,
+    bind_params,
+    consumed_tasks,
+    invocation,
+    when_skip_reason,
+)
+from taskyard.run.store import (
+    CANCELLED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    TERMINAL,
+    RunRecord,
+    RunStore,
+    TaskRecord,
+)
+from taskyard.spec import PipelineSpec, PipelineTask
+
+# The pipeline param the runner fills with the taskyard home's MLflow store when unset.
+MLFLOW_PARAM = "mlflow-tracking-uri"
+
+
+class Observer(Protocol):
+    """Told about every change of the run record (the progress display is one)."""
+
+    def started(self, run: RunRecord) -> None: ...
+
+    def changed(self, run: RunRecord, task: str) -> None: ...
+
+    def finished(self, run: RunRecord) -> None: ...
+
+
+def resolve_params(spec: PipelineSpec, given: Mapping[str, str]) -> dict[str, str]:
+    """Pipeline params: the user's values over the spec's defaults; unknown/missing -> RunError."""
+    known = [p.name for p in spec.params]
+    for key in given:
+        if key not in known:
+            raise RunError(
+                f"unknown param {key!r} for pipeline {spec.name!r}",
+                "known: " + (", ".join(known) or "none"),
+            )
+    out = {p.name: p.default for p in spec.params if p.default is not None}
+    out.update(given)
+    missing = [p.name for p in spec.params if p.name not in out]
+    if missing:
+        names = ", ".join(repr(m) for m in missing)
+        flags = " ".join(f"-p {m}=VALUE" for m in missing)
+        raise RunError(f"missing required param {names} for pipeline {spec.name!r}", flags)
+    if MLFLOW_PARAM in known and MLFLOW_PARAM not in given:
+        out[MLFLOW_PARAM] = default_tracking_uri()
+    return out
+
+
+def resolve_workspaces(spec: PipelineSpec, given: Mapping[str, str | Path]) -> dict[str, Path]:
+    """``--workspace NAME=PATH`` bindings, checked: known name, existing folder."""
+    known = [w.name for w in spec.workspaces]
+    out = {}
+    for key, value in given.items():
+        if key not in known:
+            raise RunError(
+                f"unknown workspace {key!r} for pipeline {spec.name!r}",
+                "known: " + (", ".join(known) or "none"),
+            )
+        path = Path(value).expanduser().resolve()
+        if not path.is_dir():
+            raise RunError(f"workspace {key!r}: {path} is not a folder")
+        out[key] = path
+    return out
+
+
+@dataclass
+class _Active:
+    """A started task, as the scheduler and its worker thread share it (under the lock)."""
+
+    proc: Process | None = None
+    stop_reason: str = ""
+    stop_state: str = FAILED
+
+
+class Runner:
+    """Runs one pipeline once. Build it (params are checked here), then call :meth:`run`."""
+
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        params: Mapping[str, str] | None = None,
+        workspaces: Mapping[str, str | Path] | None = None,
+        *,
+        max_parallel: int = 4,
+        executor: Executor | None = None,
+        store: RunStore | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        if max_parallel < 1:
+            raise RunError(f"--max-parallel must be at least 1, got {max_parallel}")
+        self.spec = spec
+        self.params = resolve_params(spec, params or {})
+        self.bound = resolve_workspaces(spec, workspaces or {})
+        self.max_parallel = max_parallel
+        self.executor: Executor = executor or SubprocessExecutor()
+        self.store = store or RunStore()
+        self.observer = observer
+        self._events: queue.Queue[tuple] = queue.Queue()
+        self._lock = threading.Lock()
+        self._active: dict[str, _Active] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._stopping = ""  # why no new DAG task starts
+        self._timed_out = False
+        self._cancelled = False
+        self._dirty = False
+        self._notes: dict[str, str] = {}  # shown as the reason of a task that succeeded
+
+    # ---- the run ---------------------------------------------------------------------------
+    def run(self) -> RunRecord:
+        spec = self.spec
+        rec = self.record = self.store.create(spec.name)
+        rec.params = dict(self.params)
+        rec.executor = self.executor.name
+        self.workspaces: dict[str, Path | None] = {}
+        for w in spec.workspaces:
+            if w.name in self.bound:
+                self.workspaces[w.name] = self.bound[w.name]
+            elif w.optional:
+                self.workspaces[w.name] = None  # unbound, as in a PipelineRun that omits it
+            else:
+                path = rec.path / "workspaces" / w.name
+                path.mkdir()
+                self.workspaces[w.name] = path
+        rec.workspaces = {k: str(v) if v else None for k, v in self.workspaces.items()}
+        for pt in spec.all_tasks:
+            rec.tasks[pt.name] = TaskRecord(
+                name=pt.name,
+                task=pt.task.name,
+                finally_=spec.is_finally(pt.name),
+                retries=pt.retries,
+                log=str(rec.path / "logs" / f"{pt.name}.log"),
+            )
+        self.ctx = Context(spec, rec.id, self.params, rec.tasks)
+        rec.status = RUNNING
+        rec.save()
+        if self.observer:
+            self.observer.started(rec)
+        deadline = time.monotonic() + spec.timeout if spec.timeout else None
+        try:
+            self._phase([spec.get(n) for n in spec.order()], deadline, final=False)
+            if not self._cancelled:
+                self._phase(list(spec.finally_), None, final=True)
+        except KeyboardInterrupt:
+            self._cancel()
+        except BaseException:
+            self._cancel()  # a runner bug: leave no task process behind, keep the record
+            self._finish()
+            raise
+        self._finish()
+        return rec
+
+    def _phase(self, tasks: list[PipelineTask], deadline: float | None, *, final: bool) -> None:
+        pending = [pt.name for pt in tasks]
+        while True:
+            pending = self._schedule(pending, final)
+            if not self._threads:
+                for name in pending:  # nothing running and nothing startable: cannot happen
+                    self._skip(name, "not started", "parent")
+                return
+            self._flush()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                event = self._events.get(timeout=timeout)
+            except queue.Empty:
+                deadline = None
+                self._timed_out = True
+                why = f"pipeline timeout of {self.spec.timeout}s reached"
+                self._stopping = self._stopping or why
+                self._stop_all(why, FAILED)
+                continue
+            self._apply(event)
+
+    def _schedule(self, pending: list[str], final: bool) -> list[str]:
+        """Start, skip or fail every task that can be decided now; return the rest."""
+        records = self.record.tasks
+        progressed = True
+        while progressed:
+            progressed = False
+            for name in list(pending):
+                pt = self.spec.get(name)
+                if self._stopping and not final:
+                    self._skip(name, f"not started: {self._stopping}", "parent")
+                elif any(records[d].state not in TERMINAL for d in self.spec.dependencies(pt)):
+                    continue
+                elif not self._decide(pt, final):
+                    continue  # waiting for a free slot
+                pending.remove(name)
+                progressed = True
+        return pending
+
+    def _decide(self, pt: PipelineTask, final: bool) -> bool:
+        """Skip, fail or start ``pt`` (all its dependencies are done); False: no free slot."""
+        records = self.record.tasks
+        for dep in sorted(consumed_tasks(pt)):
+            if records[dep].state != SUCCEEDED:
+                state = records[dep].state.lower()
+                self._skip(pt.name, f"results of task {dep!r} are missing ({state})", "results")
+                return True
+        if not final:
+            for dep in sorted(self.spec.dependencies(pt)):
+                parent = records[dep]
+                if parent.state == SKIPPED and parent.skip_kind != "when":
+                    self._skip(pt.name, f"parent task {dep!r} was skipped", "parent")
+                    return True
+        try:
+            reason = when_skip_reason(pt, self.ctx)
+        except MissingResult as e:
+            self._skip(pt.name, str(e), "results")
+            return True
+        if reason:
+            self._skip(pt.name, reason, "when")
+            return True
+        if len(self._threads) >= self.max_parallel:
+            return False
+        want = pt.task.resources.gpu
+        if want and self.executor.gpus() < want:
+            have = self.executor.gpus()
+            if pt.task.resources.gpu_fallback == "error":
+                self._end(pt.name, FAILED, f"needs {want} GPU(s), this host has {have}")
+                return True
+            self._notes[pt.name] = f"no GPU here ({have} of {want}): ran on the CPU"
+        try:
+            params = bind_params(pt, self.ctx)
+            results_dir = self.record.path / "results" / pt.name
+            if pt.task.results:  # a folder per task only when it has results (disk is slow)
+                results_dir.mkdir(parents=True, exist_ok=True)
+            inv = invocation(
+                pt, params, self.workspaces, results_dir, self.record.path, self.executor.layout
+            )
+        except RunError as e:
+            self._end(pt.name, FAILED, str(e))
+            return True
+        self._start(pt, inv)
+        return True
+
+    # ---- task state changes (scheduler thread only) ----------------------------------------
+    def _start(self, pt: PipelineTask, inv: Invocation) -> None:
+        rec = self.record.tasks[pt.name]
+        rec.state = RUNNING
+        rec.started = time.time()
+        rec.attempts = 1
+        self._active[pt.name] = _Active()
+        thread = threading.Thread(
+            target=self._work, args=(pt, inv, self._active[pt.name]), daemon=True
+        )
+        self._threads[pt.name] = thread
+        thread.start()
+        self._changed(pt.name)
+
+    def _skip(self, name: str, reason: str, kind: str) -> None:
+        rec = self.record.tasks[name]
+        rec.state = SKIPPED
+        rec.reason = reason
+        rec.skip_kind = kind
+        self._changed(name)
+
+    def _end(self, name: str, state: str, reason: str, results: dict | None = None) -> None:
+        rec = self.record.tasks[name]
+        rec.state = state
+        rec.reason = reason or (self._notes.get(name, "") if state == SUCCEEDED else "")
+        rec.results = results or {}
+        rec.ended = time.time()
+        if rec.started is None:
+            rec.started = rec.ended
+        if state == FAILED and not rec.finally_:
+            self._stopping = self._stopping or f"task {name!r} failed"
+        self._changed(name)
+
+    def _apply(self, event: tuple) -> None:
+        kind, name, *rest = event
+        if kind == "attempt":
+            rec = self.record.tasks[name]
+            rec.attempts, previous = rest
+            rec.reason = f"attempt {rec.attempts - 1} failed: {previous}"
+            self._changed(name)
+        elif kind == "done":
+            self._threads.pop(name, None)
+            self._active.pop(name, None)
+            self._end(name, *rest)
+
+    def _changed(self, name: str) -> None:
+        self._dirty = True
+        if self.observer:
+            self.observer.changed(self.record, name)
+
+    def _flush(self) -> None:
+        """Write ``run.json`` once per scheduling round, not once per change."""
+        if self._dirty:
+            self._dirty = False
+            self.record.save()
+
+    def _stop_all(self, reason: str, state: str) -> None:
+        with self._lock:
+            for active in self._active.values():
+                active.stop_reason = reason
+                active.stop_state = state
+                if active.proc is not None:
+                    active.proc.stop()
+
+    def _cancel(self) -> None:
+        """Ctrl-C: stop every running task, wait for the workers to report, start nothing."""
+        self._cancelled = True
+        self._stopping = "cancelled"
+        self._stop_all("cancelled (interrupted)", CANCELLED)
+        while self._threads:
+            self._flush()
+            try:
+                self._apply(self._events.get(timeout=0.5))
+            except queue.Empty:
+                for name, thread in list(self._threads.items()):
+                    if not thread.is_alive() and self._events.empty():
+                        self._threads.pop(name)
+                        self._end(name, CANCELLED, "cancelled (interrupted)")
+            except KeyboardInterrupt:
+                self._stop_all("cancelled (interrupted)", CANCELLED)
+
+    def _finish(self) -> None:
+        rec = self.record
+        for t in rec.tasks.values():
+            if t.state == PENDING:
+                t.state = CANCELLED if self._cancelled else SKIPPED
+                t.reason = t.reason or ("cancelled" if self._cancelled else "not started")
+        for r in self.spec.results:
+            with contextlib.suppress(MissingResult):
+                rec.results[r.name] = self.ctx.substitute(r.value)
+        failed = [t.name for t in rec.tasks.values() if t.state == FAILED]
+        skipped = any(t.state == SKIPPED for t in rec.tasks.values())
+        if self._cancelled:
+            rec.status, rec.reason = CANCELLED, "Cancelled: interrupted"
+        elif self._timed_out:
+            rec.status = FAILED
+            rec.reason = f"PipelineRunTimeout: timeout of {self.spec.timeout}s reached"
+        elif failed:
+            rec.status, rec.reason = FAILED, "Failed: task " + ", ".join(failed) + " failed"
+        else:
+            rec.status, rec.reason = SUCCEEDED, "Completed" if skipped else "Succeeded"
+        rec.ended = time.time()
+        rec.save()
+        if self.observer:
+            self.observer.finished(rec)
+
+    # ---- worker thread ---------------------------------------------------------------------
+    def _work(self, pt: PipelineTask, inv: Invocation, active: _Active) -> None:
+        try:
+            outcome = self._attempts(pt, inv, active)
+        except Exception as e:  # a runner bug must not hang the run
+            outcome = (FAILED, f"runner error: {type(e).__name__}: {e}", {})
+        self._events.put(("done", pt.name, *outcome))
+
+    def _attempts(self, pt: PipelineTask, inv: Invocation, active: _Active) -> tuple:
+        total = pt.retries + 1
+        reason = ""
+        log_path = self.record.tasks[pt.name].log
+        with open(log_path, "ab", buffering=0) as log:
+            if pt.name in self._notes:
+                log.write(f"taskyard: {self._notes[pt.name]}\n".encode())
+            for attempt in range(1, total + 1):
+                if attempt > 1:
+                    self._events.put(("attempt", pt.name, attempt, reason))
+                    _clear(inv.results_dir)
+                if total > 1:
+                    after = f" (previous: {reason})" if reason else ""
+                    log.write(f"=== attempt {attempt}/{total}{after} ===\n".encode())
+                try:
+                    proc = self.executor.start(inv, log)
+                except OSError as e:
+                    reason = f"cannot start {inv.command[0]!r}: {e.strerror or e}"
+                    log.write(f"error: {reason}\n".encode())
+                    continue
+                with self._lock:
+                    active.proc = proc
+                    if active.stop_reason:
+                        proc.stop()
+                code = proc.wait(pt.timeout)
+                if code is None:
+                    proc.stop()
+                    proc.wait()
+                with self._lock:
+                    active.proc = None
+                    if active.stop_reason:
+                        return active.stop_state, active.stop_reason, {}
+                if code == 0:
+                    return SUCCEEDED, "", _read_results(pt, inv.results_dir)
+                if code is None:
+                    reason = f"timed out after {pt.timeout}s"
+                    log.write(f"error: {reason}; its process group was killed\n".encode())
+                else:
+                    reason = _exit_reason(code)
+        if total > 1:
+            reason += f" (after {total} attempts)"
+        return FAILED, reason, {}
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _clear(folder: Path) -> None:
+    """A retry starts with no results, as a fresh Tekton TaskRun pod does."""
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _read_results(pt: PipelineTask, folder: Path) -> dict[str, str]:
+    out = {}
+    for r in pt.task.results:
+        path = folder / r.name
+        if path.is_file():
+            out[r.name] = path.read_bytes().decode(errors="replace")
+    return out
+
+
+def run_pipeline(
+    spec: PipelineSpec,
+    params: Mapping[str, str] | None = None,
+    workspaces: Mapping[str, str | Path] | None = None,
+    **options: object,
+) -> RunRecord:
+    """Run ``spec`` once and return its record (see :class:`Runner` for the options)."""
+    return Runner(spec, params, workspaces, **options).run()  # type: ignore[arg-type]
