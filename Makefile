@@ -5,6 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 LINT   := tools/tekton-lint/node_modules/.bin/tekton-lint
+HOOKS  := tools/webhooks-examples/node_modules/@octokit/webhooks-examples/package.json
 
 .PHONY: demo test lint render check-generated clean
 
@@ -19,10 +20,14 @@ $(LINT): tools/tekton-lint/package.json
 	cd tools/tekton-lint && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+$(HOOKS): tools/webhooks-examples/package.json
+	cd tools/webhooks-examples && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 demo: $(STAMP)
 	$(BIN)/taskyard demo
 
-test: $(STAMP) $(LINT)
+test: $(STAMP) $(LINT) $(HOOKS)
 	$(BIN)/ruff check src tests benchmarks hera
 	$(BIN)/ruff format --check src tests benchmarks hera
 	$(BIN)/pytest -n 2 --durations=15
@@ -31,4 +36,4 @@ render: $(STAMP)
 	$(BIN)/taskyard render
 
 clean:
-	rm -rf $(VENV) tools/tekton-lint/node_modules
+	rm -rf $(VENV) tools/*/node_modules

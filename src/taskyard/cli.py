@@ -25,7 +25,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from taskyard import __version__
+from taskyard.cli_extra import add_demo, add_deployments, add_serve
 from taskyard.errors import TaskyardError
+from taskyard.render.emit import ENGINES
 
 
 class UsageError(TaskyardError):
@@ -44,7 +46,7 @@ def _out() -> Console:
     return Console(highlight=False)
 
 
-def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+def pairs(values: list[str] | None, flag: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in values or []:
         key, sep, value = item.partition("=")
@@ -81,17 +83,29 @@ def _add_run(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    return execute(
+        args.pipeline,
+        pairs(args.param, "-p"),
+        pairs(args.workspace, "--workspace"),
+        max_parallel=args.max_parallel,
+    )
+
+
+def execute(
+    pipeline: str, params: dict[str, str], workspaces: dict[str, str], max_parallel: int
+) -> int:
+    """Run a pipeline with live progress; the exit code of ``taskyard run``."""
     from taskyard.run import Runner, load_pipeline
     from taskyard.run.progress import Progress
     from taskyard.run.store import CANCELLED, SUCCEEDED
 
     try:
-        spec = load_pipeline(args.pipeline)
+        spec = load_pipeline(pipeline)
         runner = Runner(
             spec,
-            _pairs(args.param, "-p"),
-            _pairs(args.workspace, "--workspace"),
-            max_parallel=args.max_parallel,
+            params,
+            workspaces,
+            max_parallel=max_parallel,
             observer=Progress(Console(stderr=False)),
         )
     except TaskyardError as e:
@@ -247,7 +261,7 @@ def _add_render(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         description="Rewrite the rendered engine files under the current folder.",
     )
     p.add_argument("--check", action="store_true", help="fail if committed files differ")
-    p.add_argument("--engine", choices=["tekton", "argo"], help="only this engine")
+    p.add_argument("--engine", choices=sorted(ENGINES), help="only this engine")
     p.set_defaults(func=_cmd_render)
 
 
@@ -272,7 +286,16 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 Registrar = Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]
-COMMANDS: list[Registrar] = [_add_run, _add_runs, _add_catalog, _add_ui, _add_render]
+COMMANDS: list[Registrar] = [
+    _add_run,
+    add_demo,
+    _add_runs,
+    add_deployments,
+    add_serve,
+    _add_catalog,
+    _add_ui,
+    _add_render,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -294,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # the listener owns its flags, --help included
+        from taskyard.serve.app import serve_main
+
+        return serve_main(argv[1:])
     args = build_parser().parse_args(argv)
     debug = args.debug or bool(os.environ.get("TASKYARD_DEBUG"))
     try:
