@@ -1,0 +1,272 @@
+"""evaluate: score the candidate and the champion on the same holdout, and decide.
+
+Promote when the candidate meets the absolute threshold (direction-aware) AND either there is
+no champion, or it beats the champion strictly and by at least ``min-improvement``. A tie keeps
+the champion: retraining the same commit must not churn the registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taskyard import __version__, project
+from taskyard.errors import StepError
+from taskyard.ml.metrics import METRICS, TOLERANCE, Metric, evaluate
+from taskyard.steps import _cli, _mlflow
+from taskyard.steps._results import write_results
+
+STEP = "evaluate"
+REPORT = f"{_cli.ARTIFACTS}/evaluation.md"
+
+
+@dataclass
+class Decision:
+    model_name: str
+    metric: str
+    greater_is_better: bool
+    candidate_uri: str
+    candidate_score: float
+    min_score: float | None
+    min_improvement: float
+    champion_alias: str
+    champion_version: str | None = None
+    champion_score: float | None = None
+    improvement: float | None = None
+    promote: bool = False
+    reasons: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    holdout_rows: int = 0
+    data_hash: str = ""
+
+
+def _number(flag: str, value: str, default: float | None) -> float | None:
+    """Empty flag: the config's value; otherwise a number."""
+    if not value.strip():
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise StepError(f"{flag}: expected a number, got {value!r}") from None
+
+
+def _champion(name: str, alias: str) -> str | None:
+    """The version the alias points at, or None when the model or the alias does not exist."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        registered = MlflowClient().get_registered_model(name)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise StepError(f"cannot read registered model {name!r}: {e.message}") from None
+    version = (registered.aliases or {}).get(alias)
+    return str(version) if version is not None else None
+
+
+def _load(uri: str, what: str) -> Any:
+    import mlflow
+
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StepError(f"cannot load the {what} model {uri}: {first}") from None
+
+
+def decide(d: Decision, metric: Metric) -> Decision:
+    """Fill in ``promote`` and the reasons, from the scores and thresholds already in ``d``."""
+    cmp, name = metric.comparator, d.metric
+    ok = True
+    if d.min_score is None:
+        d.reasons.append("no absolute threshold is set")
+    elif metric.meets(d.candidate_score, d.min_score):
+        d.reasons.append(f"candidate {name} {d.candidate_score:.4f} {cmp} {d.min_score:g}")
+    else:
+        ok = False
+        d.reasons.append(
+            f"candidate {name} {d.candidate_score:.4f} misses the threshold {cmp} {d.min_score:g}"
+        )
+    if d.champion_score is None:
+        d.reasons.append(
+            "there is no champion to beat"
+            if d.champion_version is None
+            else f"champion v{d.champion_version} cannot be scored here: judged on the threshold"
+        )
+    else:
+        gain = metric.improvement(d.candidate_score, d.champion_score)
+        d.improvement = gain
+        vs = f"champion v{d.champion_version} ({d.champion_score:.4f})"
+        if gain <= TOLERANCE:
+            ok = False
+            word = "ties" if abs(gain) <= TOLERANCE else "is worse than"
+            d.reasons.append(f"candidate {word} {vs}; the champion stays")
+        elif gain < d.min_improvement - TOLERANCE:
+            ok = False
+            d.reasons.append(
+                f"candidate beats {vs} by {gain:.4f}, less than the minimum {d.min_improvement:g}"
+            )
+        else:
+            d.reasons.append(f"candidate beats {vs} by {gain:.4f} (minimum {d.min_improvement:g})")
+    d.promote = ok
+    return d
+
+
+def markdown(d: Decision) -> str:
+    direction = "higher is better" if d.greater_is_better else "lower is better"
+    cmp = ">=" if d.greater_is_better else "<="
+    champion = (
+        "none" if d.champion_version is None else f"v{d.champion_version} (`@{d.champion_alias}`)"
+    )
+    rows = [
+        ("Registered model", f"`{d.model_name}`"),
+        ("Metric", f"`{d.metric}` ({direction})"),
+        ("Candidate", f"`{d.candidate_uri}`"),
+        ("Candidate score", f"{d.candidate_score:.4f}"),
+        ("Champion", champion),
+        ("Champion score", "n/a" if d.champion_score is None else f"{d.champion_score:.4f}"),
+        ("Improvement", "n/a" if d.improvement is None else f"{d.improvement:+.4f}"),
+        ("Threshold", "none" if d.min_score is None else f"{cmp} {d.min_score:g}"),
+        ("Minimum improvement", f"{d.min_improvement:g}"),
+        ("Holdout rows", str(d.holdout_rows)),
+        ("Data hash", f"`{d.data_hash[:12]}`"),
+    ]
+    verdict = "PROMOTE" if d.promote else "DO NOT PROMOTE"
+    lines = [f"# Evaluation of `{d.model_name}`: **{verdict}**", "", "| | |", "| --- | --- |"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    lines += ["", "## Why", "", *[f"- {r}" for r in d.reasons]]
+    if d.notes:
+        lines += ["", "## Notes", "", *[f"- {n}" for n in d.notes]]
+    return "\n".join(lines) + "\n"
+
+
+def _candidate_data_hash(uri: str) -> str | None:
+    """The data hash the candidate was trained with, when it is a run's model."""
+    from mlflow import MlflowClient
+
+    if not uri.startswith("runs:/"):
+        return None
+    try:
+        run = MlflowClient().get_run(uri.removeprefix("runs:/").split("/")[0])
+    except Exception:
+        return None
+    return run.data.tags.get("data_hash")
+
+
+def run(args: argparse.Namespace) -> None:
+    import mlflow
+
+    if not args.model_uri.strip():
+        raise StepError("--model-uri is required")
+    proj = project.load(args.source, args.subdirectory, args.config)
+    cfg = proj.config
+    metric = METRICS[cfg.metric_name]
+    min_score = _number("--min-score", args.min_score, cfg.evaluate.min_score)
+    min_improvement = _number(
+        "--min-improvement", args.min_improvement, cfg.evaluate.min_improvement
+    )
+    assert min_improvement is not None
+    if min_improvement < 0:
+        raise StepError(f"--min-improvement must be >= 0, got {min_improvement:g}")
+    frame = project.load_frame(proj)
+    split = project.holdout(proj, frame)
+    model_name = args.model_name.strip() or cfg.project.name
+    alias = args.champion_alias.strip() or "champion"
+
+    _mlflow.setup()
+    experiment_id = _mlflow.experiment(cfg.experiment)
+    candidate = _load(args.model_uri.strip(), "candidate")
+    try:
+        cand_score = evaluate(candidate, metric.name, split.x_test, split.y_test)
+    except Exception as e:
+        raise StepError(f"cannot score the candidate on the holdout: {e}") from None
+    d = Decision(
+        model_name=model_name,
+        metric=metric.name,
+        greater_is_better=metric.greater_is_better,
+        candidate_uri=args.model_uri.strip(),
+        candidate_score=cand_score,
+        min_score=min_score,
+        min_improvement=min_improvement,
+        champion_alias=alias,
+        holdout_rows=len(split.x_test),
+        data_hash=project.data_hash(frame),
+    )
+    d.champion_version = _champion(model_name, alias)
+    if d.champion_version is not None:
+        champion = _load(f"models:/{model_name}/{d.champion_version}", "champion")
+        try:
+            d.champion_score = evaluate(champion, metric.name, split.x_test, split.y_test)
+        except Exception as e:  # e.g. the features changed since the champion was trained
+            d.notes.append(f"the champion cannot score this holdout ({type(e).__name__}: {e})")
+    trained_on = _candidate_data_hash(d.candidate_uri)
+    if trained_on and trained_on != d.data_hash:
+        d.notes.append("the candidate was trained on different data than this holdout comes from")
+    decide(d, metric)
+
+    out = _cli.artifacts_dir(args.source)
+    (out / "evaluation.json").write_text(json.dumps(asdict(d), indent=2) + "\n")
+    (out / "evaluation.md").write_text(markdown(d))
+
+    tags = {
+        "taskyard.step": STEP,
+        "taskyard.version": __version__,
+        "decision": "promote" if d.promote else "keep",
+        "candidate_uri": d.candidate_uri,
+        "model_name": model_name,
+        "data_hash": d.data_hash,
+    }
+    with mlflow.start_run(experiment_id=experiment_id, run_name=STEP, tags=tags) as active:
+        eval_run_id = active.info.run_id
+        mlflow.log_params(
+            {
+                "metric": metric.name,
+                "min_score": "" if min_score is None else min_score,
+                "min_improvement": min_improvement,
+                "champion_alias": alias,
+                "champion_version": d.champion_version or "",
+            }
+        )
+        scores = {f"candidate_{metric.name}": d.candidate_score, "promote": float(d.promote)}
+        if d.champion_score is not None:
+            scores[f"champion_{metric.name}"] = d.champion_score
+        if d.improvement is not None:
+            scores["improvement"] = d.improvement
+        mlflow.log_metrics(scores)
+        mlflow.log_artifact(str(out / "evaluation.json"), artifact_path="evaluation")
+        mlflow.log_artifact(str(out / "evaluation.md"), artifact_path="evaluation")
+
+    results = {
+        "promote": "true" if d.promote else "false",
+        "metric-name": metric.name,
+        "candidate-score": f"{d.candidate_score:.6g}",
+        "champion-score": "" if d.champion_score is None else f"{d.champion_score:.6g}",
+        "champion-version": d.champion_version or "",
+        "eval-run-id": eval_run_id,
+        "report": REPORT,
+    }
+    write_results(results)
+    _cli.write_record(args.source, STEP, {"results": results, **asdict(d)})
+    verdict = "promote" if d.promote else "do not promote"
+    print(f"{verdict}: " + "; ".join(d.reasons))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _cli.parser(STEP, "Score the candidate against the champion and decide promotion.")
+    p.add_argument("--source", type=Path, default=Path("."), help="the source workspace")
+    p.add_argument("--subdirectory", default="", help="project folder inside --source")
+    p.add_argument("--config", default="taskyard.toml", help="config file in the project")
+    p.add_argument("--model-uri", required=True, help="the candidate (runs:/… or models:/…)")
+    p.add_argument("--model-name", default="", help="registered model (default: project name)")
+    p.add_argument("--champion-alias", default="champion")
+    p.add_argument("--min-score", default="", help="absolute threshold; empty: the config's")
+    p.add_argument("--min-improvement", default="", help="minimum gain; empty: the config's")
+    return p
+
+
+if __name__ == "__main__":
+    _cli.main(run, build_parser())

@@ -1,0 +1,161 @@
+"""train: fit the project's model on the training split and log it to MLflow.
+
+The holdout metric is computed on the model as LOGGED (reloaded through ``mlflow.pyfunc``),
+with the same function ``evaluate`` uses: a model that cannot be loaded back fails here, and
+the number in this run is the number evaluate will see.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from taskyard import __version__, ml, project
+from taskyard.errors import StepError
+from taskyard.ml import metrics
+from taskyard.steps import _cli, _mlflow
+from taskyard.steps._results import write_results
+
+STEP = "train"
+
+
+def _typed(value: str) -> Any:
+    """``3`` -> int, ``0.1`` -> float, ``true`` -> bool, ``none`` -> None, else the string."""
+    low = value.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def parse_overrides(text: str) -> dict[str, Any]:
+    """``"n_estimators=50,max_depth=4"`` -> ``{"n_estimators": 50, "max_depth": 4}``."""
+    out: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise StepError(f"--overrides: {item!r} is not key=value")
+        out[key.strip()] = _typed(value.strip())
+    return out
+
+
+def _run_params(cfg: project.ProjectConfig, hyper: dict[str, Any], rows: int) -> dict[str, Any]:
+    meta = {
+        "model.framework": cfg.model.framework,
+        "model.task": cfg.model.task,
+        "model.estimator": cfg.model.estimator or "",
+        "data.source": cfg.data.source,
+        "data.target": cfg.data.target,
+        "data.test_size": cfg.data.test_size,
+        "data.seed": cfg.data.seed,
+        "data.rows": rows,
+    }
+    return {**meta, **{k: "None" if v is None else str(v)[:500] for k, v in hyper.items()}}
+
+
+def run(args: argparse.Namespace) -> None:
+    import mlflow
+
+    proj = project.load(args.source, args.subdirectory, args.config)
+    cfg = proj.config
+    frame = project.load_frame(proj)
+    digest = project.data_hash(frame)
+    split = project.holdout(proj, frame)
+    spec = ml.FitSpec(
+        task=cfg.model.task,
+        params={**cfg.model.params, **parse_overrides(args.overrides)},
+        seed=cfg.data.seed,
+        device=args.device,
+        estimator=cfg.model.estimator,
+    )
+    trainer = ml.trainer(cfg.model.framework)
+    model_name = args.model_name.strip() or cfg.project.name
+
+    _mlflow.setup()
+    experiment_id = _mlflow.experiment(cfg.experiment)
+    started = time.perf_counter()
+    fitted = trainer.fit(spec, split.x_train, split.y_train)
+    training_time = time.perf_counter() - started
+
+    commit = args.commit.strip()
+    tags = {
+        "taskyard.step": STEP,
+        "taskyard.version": __version__,
+        "framework": cfg.model.framework,
+        "device": fitted.device,
+        "data_hash": digest,
+        "model_name": model_name,
+    }
+    if commit:
+        tags |= {"git_commit": commit, "mlflow.source.git.commit": commit}
+    run_name = f"train-{commit[:8]}" if commit else "train"
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as active:
+        run_id = active.info.run_id
+        mlflow.log_params(_run_params(cfg, fitted.params, len(frame)))
+        info = fitted.log_model("model", split.x_train.head(5))
+        try:
+            reloaded = mlflow.pyfunc.load_model(info.model_uri)
+        except Exception as e:
+            raise StepError(f"the logged model does not load back: {e}") from None
+        names = [*metrics.label_metrics(cfg.model.task)]
+        if cfg.metric_name not in names:
+            names.append(cfg.metric_name)
+        try:
+            scores = {n: metrics.evaluate(reloaded, n, split.x_test, split.y_test) for n in names}
+        except ValueError as e:
+            raise StepError(f"cannot score the holdout: {e}") from None
+        mlflow.log_metrics({**scores, "training_time_s": training_time}, model_id=info.model_id)
+
+    results = {
+        "run-id": run_id,
+        "model-uri": f"runs:/{run_id}/model",
+        "model-name": model_name,
+        "metric-name": cfg.metric_name,
+        "metric-value": f"{scores[cfg.metric_name]:.6g}",
+        "data-hash": digest,
+    }
+    write_results(results)
+    _cli.write_record(
+        args.source,
+        STEP,
+        {
+            "results": results,
+            "framework": cfg.model.framework,
+            "device": fitted.device,
+            "params": fitted.params,
+            "metrics": scores,
+            "training_time_s": round(training_time, 3),
+            "train_rows": len(split.x_train),
+            "holdout_rows": len(split.x_test),
+            "commit": commit,
+        },
+    )
+    print(
+        f"trained {cfg.model.framework} on {fitted.device} in {training_time:.1f}s: "
+        f"{cfg.metric_name}={scores[cfg.metric_name]:.4f} on {len(split.x_test)} holdout rows; "
+        f"run {run_id}"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _cli.parser(STEP, "Train the project's model and log it to MLflow.")
+    p.add_argument("--source", type=Path, default=Path("."), help="the source workspace")
+    p.add_argument("--subdirectory", default="", help="project folder inside --source")
+    p.add_argument("--config", default="taskyard.toml", help="config file in the project")
+    p.add_argument("--overrides", default="", help="hyperparameters: k=v,k2=v2")
+    p.add_argument("--commit", default="", help="git commit to tag the run with")
+    p.add_argument("--model-name", default="", help="registered model name (default: project)")
+    p.add_argument("--device", default="auto", choices=ml.DEVICES)
+    return p
+
+
+if __name__ == "__main__":
+    _cli.main(run, build_parser())
