@@ -8,6 +8,7 @@ store and its artifacts live under the test's own ``TASKYARD_HOME``.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,33 @@ def use_store(monkeypatch: pytest.MonkeyPatch, home: Path) -> str:
     # setup() exports the URI into os.environ; let monkeypatch undo it after the test.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", os.environ["MLFLOW_TRACKING_URI"])
     return uri
+
+
+_TEMPLATES: dict[Path, Path] = {}
+
+
+def migrated_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, factory: pytest.TempPathFactory
+) -> str:
+    """A fresh store per test, copied from a migrated empty one made once per process.
+
+    Migrating a new MLflow SQLite database takes ~5-10 s here; the copy is the same real,
+    fully migrated database, without a run or an experiment in it.
+    """
+    from mlflow import MlflowClient
+
+    base = factory.getbasetemp()
+    template = _TEMPLATES.get(base)
+    if template is None:
+        template = base / "mlflow-template" / "mlflow.db"
+        template.parent.mkdir(exist_ok=True)
+        uri = f"sqlite:///{template}"
+        MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments()
+        _TEMPLATES[base] = template
+    home = tmp_path / "home"
+    (home / "mlflow").mkdir(parents=True)
+    shutil.copy(template, home / "mlflow" / "mlflow.db")
+    return use_store(monkeypatch, home)
 
 
 def _frame(rows: int = 40, seed: int = 0):

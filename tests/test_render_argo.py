@@ -173,6 +173,7 @@ def test_dag_exit_handler_and_run_settings():
     assert {v["name"]: v["secret"] for v in s["volumes"]} == {
         "git-credentials": {"secretName": "git-credentials", "optional": True},
         "ssh-directory": {"secretName": "ssh-directory", "optional": True},
+        "mlflow": {"secretName": "mlflow", "optional": True},
     }
     for task in spec.all_tasks:
         tmpl = t[task.name]

@@ -19,7 +19,7 @@ from taskyard.errors import StepError
 from taskyard.steps import _cli
 from taskyard.steps import train as train_step
 from taskyard.steps._results import env_name
-from tests.mlflowutil import use_store
+from tests.mlflowutil import migrated_store
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "wine-classifier"
 TINY = {
@@ -67,31 +67,6 @@ def cli_error(monkeypatch, capsys, module, argv: list[str]) -> str:
     last = err.splitlines()[-1]  # MLflow's own INFO logging may come first
     assert last.startswith("error: ")
     return last
-
-
-_TEMPLATES: dict[Path, Path] = {}
-
-
-def migrated_store(tmp_path: Path, monkeypatch, factory) -> str:
-    """A fresh store per test, copied from a migrated empty one made once per process.
-
-    Migrating a new MLflow SQLite database takes ~5-10 s here; the copy is the same real,
-    fully migrated database, without a run or an experiment in it.
-    """
-    from mlflow import MlflowClient
-
-    base = factory.getbasetemp()
-    template = _TEMPLATES.get(base)
-    if template is None:
-        template = base / "mlflow-template" / "mlflow.db"
-        template.parent.mkdir(exist_ok=True)
-        uri = f"sqlite:///{template}"
-        MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments()
-        _TEMPLATES[base] = template
-    home = tmp_path / "home"
-    (home / "mlflow").mkdir(parents=True)
-    shutil.copy(template, home / "mlflow" / "mlflow.db")
-    return use_store(monkeypatch, home)
 
 
 @pytest.fixture

@@ -93,4 +93,19 @@ def mlflow_param() -> Param:
     )
 
 
-MLFLOW_ENV = {"MLFLOW_TRACKING_URI": "$(params.mlflow-tracking-uri)"}
+def mlflow_workspace() -> Workspace:
+    return Workspace(
+        name="mlflow",
+        optional=True,
+        read_only=True,
+        description=(
+            "MLflow credentials (e.g. a Secret): files `MLFLOW_TRACKING_USERNAME` and "
+            "`MLFLOW_TRACKING_PASSWORD`, or `MLFLOW_TRACKING_TOKEN`."
+        ),
+    )
+
+
+MLFLOW_ENV = {
+    "MLFLOW_TRACKING_URI": "$(params.mlflow-tracking-uri)",
+    "TASKYARD_MLFLOW_CREDENTIALS": "$(workspaces.mlflow.path)",
+}

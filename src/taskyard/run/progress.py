@@ -69,20 +69,21 @@ def _results(results: dict[str, str]) -> str:
     return "\n".join(f"{k}={_short(v)}" for k, v in results.items())
 
 
-def task_table(run: RunRecord, *, live: bool = False) -> Table:
+def task_table(run: RunRecord, *, live: bool = False, results: bool = True) -> Table:
     """Every task of the run; ``live`` shows running durations and hides results."""
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     table.add_column("task")
     table.add_column("state")
     table.add_column("attempt" if live else "attempts", justify="right")
     table.add_column("duration", justify="right")
-    if not live:
+    results = results and not live
+    if results:
         table.add_column("results", overflow="fold")
     table.add_column("reason", overflow="fold")
     for t in run.tasks.values():
         name = f"{t.name} [dim](finally)[/]" if t.finally_ else t.name
         row = [name, _state(t.state), _attempts(t), fmt_duration(t.duration)]
-        if not live:
+        if results:
             row.append(escape(_results(t.results)))
         row.append(Text(t.reason, style="dim"))
         table.add_row(*row)
@@ -90,8 +91,11 @@ def task_table(run: RunRecord, *, live: bool = False) -> Table:
 
 
 def summary(run: RunRecord, console: Console) -> None:
-    """The table printed at the end of a run and by ``taskyard runs show``."""
-    console.print(task_table(run))
+    """The table printed at the end of a run and by ``taskyard runs show``.
+
+    Per-task results only fit a wide console; the pipeline results below carry the key facts.
+    """
+    console.print(task_table(run, results=console.width >= 120))
     if run.results:
         console.print()
         console.print("[bold]pipeline results[/]")

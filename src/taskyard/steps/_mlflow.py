@@ -22,8 +22,30 @@ def artifact_root(uri: str) -> str | None:
     return None
 
 
+CREDENTIAL_FILES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+
+
+def load_credentials() -> list[str]:
+    """Export the files of the optional ``mlflow`` workspace (a mounted Secret) as env vars.
+
+    Returns the names exported; the values are never printed.
+    """
+    folder = os.environ.get("TASKYARD_MLFLOW_CREDENTIALS", "").strip()
+    if not folder or not Path(folder).is_dir():
+        return []
+    found = []
+    for name in CREDENTIAL_FILES:
+        path = Path(folder) / name
+        if path.is_file():
+            os.environ[name] = path.read_text().strip()
+            found.append(name)
+    return found
+
+
 def setup() -> str:
     """Point the mlflow client at the store (creating a SQLite folder) and return the URI."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    load_credentials()
     import mlflow
 
     uri = tracking_uri()

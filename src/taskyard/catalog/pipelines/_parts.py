@@ -35,6 +35,12 @@ WORKSPACES = [
     ),
 ]
 
+MLFLOW_WORKSPACE = PipelineWorkspace(
+    name="mlflow",
+    optional=True,
+    description="MLflow credentials for the ML tasks (a Secret; see the train task's README).",
+)
+
 
 def clone_task() -> PipelineTask:
     return PipelineTask(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from taskyard.catalog.pipelines._parts import (
     GIT_PARAMS,
     MLFLOW_PARAM,
+    MLFLOW_WORKSPACE,
     WORKSPACES,
     clone_task,
     report_task,
@@ -36,6 +37,7 @@ def build(
     gpu: bool = False,
 ) -> PipelineSpec:
     mlflow = {"mlflow-tracking-uri": param("mlflow-tracking-uri")}
+    ml_spaces = {"source": "source", "mlflow": "mlflow"}
     config = {"config": param("config")}
     model_name = result("train", "model-name")
     tasks = [clone_task()]
@@ -61,7 +63,7 @@ def build(
                 **config,
                 **mlflow,
             },
-            workspaces={"source": "source"},
+            workspaces=ml_spaces,
             run_after=("test",) if with_tests else (),
             timeout=3600,
         ),
@@ -76,7 +78,7 @@ def build(
                 **config,
                 **mlflow,
             },
-            workspaces={"source": "source"},
+            workspaces=ml_spaces,
             timeout=1800,
         ),
         PipelineTask(
@@ -90,7 +92,7 @@ def build(
                 "eval-run-id": result("evaluate", "eval-run-id"),
                 **mlflow,
             },
-            workspaces={"source": "source"},
+            workspaces=ml_spaces,
             when=(PROMOTE_GATE,),
             timeout=600,
         ),
@@ -103,7 +105,7 @@ def build(
                 "keep-serving": param("keep-serving"),
                 **mlflow,
             },
-            workspaces={"source": "source"},
+            workspaces=ml_spaces,
             run_after=("promote",),
             when=(PROMOTE_GATE,),
             timeout=900,
@@ -133,7 +135,7 @@ def build(
         categories=("MLOps",),
         tags=("training", "evaluation", "deployment", "mlflow", *(("gpu",) if gpu else ())),
         params=tuple(params),
-        workspaces=tuple(WORKSPACES),
+        workspaces=(*WORKSPACES, MLFLOW_WORKSPACE),
         tasks=tuple(tasks),
         finally_=(report_task(name),),
         results=tuple(

@@ -1,6 +1,12 @@
 """deploy: serve the champion, smoke-test it, roll the alias back on failure."""
 
-from taskyard.catalog._common import MLFLOW_ENV, mlflow_param, source_workspace, step_task
+from taskyard.catalog._common import (
+    MLFLOW_ENV,
+    mlflow_param,
+    mlflow_workspace,
+    source_workspace,
+    step_task,
+)
 from taskyard.spec import Param, Resources, Result
 
 TASK = step_task(
@@ -46,7 +52,7 @@ TASK = step_task(
         Result(name="model-version", description="The version that was deployed."),
         Result(name="smoke-prediction", description="The smoke request's answer (truncated)."),
     ],
-    workspaces=[source_workspace("Receives the deployment record.")],
+    workspaces=[source_workspace("Receives the deployment record."), mlflow_workspace()],
     args=[
         "--source", "$(workspaces.source.path)",
         "--model-name", "$(params.model-name)",

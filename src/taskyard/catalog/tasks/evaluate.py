@@ -3,6 +3,7 @@
 from taskyard.catalog._common import (
     MLFLOW_ENV,
     mlflow_param,
+    mlflow_workspace,
     project_params,
     source_workspace,
     step_task,
@@ -49,7 +50,10 @@ TASK = step_task(
         Result(name="eval-run-id", description="The MLflow run holding the evaluation."),
         Result(name="report", description="Path of the Markdown report inside `source`."),
     ],
-    workspaces=[source_workspace("Holds the cloned project; receives the report.")],
+    workspaces=[
+        source_workspace("Holds the cloned project; receives the report."),
+        mlflow_workspace(),
+    ],
     args=[
         "--source", "$(workspaces.source.path)",
         "--subdirectory", "$(params.subdirectory)",

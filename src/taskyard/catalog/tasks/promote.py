@@ -1,6 +1,12 @@
 """promote: register the candidate and move the `champion` alias to it."""
 
-from taskyard.catalog._common import MLFLOW_ENV, mlflow_param, source_workspace, step_task
+from taskyard.catalog._common import (
+    MLFLOW_ENV,
+    mlflow_param,
+    mlflow_workspace,
+    source_workspace,
+    step_task,
+)
 from taskyard.spec import Param, Resources, Result
 
 TASK = step_task(
@@ -35,7 +41,7 @@ TASK = step_task(
         Result(name="model-version", description="The version now holding the alias."),
         Result(name="previous-version", description="The version it replaced; empty if none."),
     ],
-    workspaces=[source_workspace("Receives the promotion record.")],
+    workspaces=[source_workspace("Receives the promotion record."), mlflow_workspace()],
     args=[
         "--source", "$(workspaces.source.path)",
         "--model-uri", "$(params.model-uri)",

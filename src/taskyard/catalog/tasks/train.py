@@ -7,6 +7,7 @@ One definition, two catalog entries: the GPU variant differs only in image, devi
 from taskyard.catalog._common import (
     MLFLOW_ENV,
     mlflow_param,
+    mlflow_workspace,
     project_params,
     source_workspace,
     step_task,
@@ -57,7 +58,7 @@ def _train(name: str, image: str, resources: Resources, what: str) -> TaskSpec:
             Result(name="metric-value", description="Its value on the holdout split."),
             Result(name="data-hash", description="SHA-256 of the training data."),
         ],
-        workspaces=[source_workspace("Holds the cloned project.")],
+        workspaces=[source_workspace("Holds the cloned project."), mlflow_workspace()],
         args=[
             "--source", "$(workspaces.source.path)",
             "--subdirectory", "$(params.subdirectory)",

@@ -1,0 +1,168 @@
+"""The main job end to end, through the real CLI: real git, pytest, MLflow, sklearn/xgboost/torch.
+
+These are the issue's acceptance checks: a first run promotes and serves, a worse model is
+refused, a failing test stops the pipeline before training, bad input fails with one line, and
+every framework goes through the same pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from taskyard import deployments
+from taskyard.demo import publish
+from taskyard.run.store import RunRecord, RunStore
+from tests.mlflowutil import migrated_store
+
+MODEL = "wine-classifier"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> Path:
+    migrated_store(tmp_path, monkeypatch, tmp_path_factory)
+    yield Path(os.environ["TASKYARD_HOME"])
+    for dep in deployments.list_deployments():  # never leave a model server behind
+        deployments.stop_deployment(dep)
+
+
+def taskyard(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "taskyard.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
+def latest_run() -> RunRecord:
+    return RunStore().list()[0]
+
+
+def states(run: RunRecord) -> dict[str, str]:
+    return {name: t.state for name, t in run.tasks.items()}
+
+
+def registry():
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+@pytest.mark.slow
+def test_main_job_promotes_then_refuses_a_worse_model(home: Path) -> None:
+    first = taskyard("demo", "-p", "keep-serving=false")
+    out = first.stdout
+    assert first.returncode == 0, out + first.stderr
+    run = latest_run()
+    commit = run.tasks["clone"].results["commit"]
+    assert len(commit) == 40
+    for needle in (
+        f"commit = {commit}",
+        "tests-passed = 6",
+        "metric-name = f1_macro",
+        "promote = true",
+        "model-version = 1",
+        'smoke-prediction = {"predictions": [',
+    ):
+        assert needle in out, f"{needle!r} missing from the summary:\n{out}"
+    assert set(states(run).values()) == {"Succeeded"}
+    assert str(registry().get_model_version_by_alias(MODEL, "champion").version) == "1"
+    summary = (run.path / "workspaces" / "source" / "artifacts" / "summary.md").read_text()
+    assert commit[:12] in summary
+    assert deployments.list_deployments() == []  # keep-serving=false stopped the server
+
+    worse = taskyard(
+        "demo", "-p", "keep-serving=false", "-p", "overrides=n_estimators=1,max_depth=1"
+    )
+    assert worse.returncode == 0, worse.stdout + worse.stderr
+    run = latest_run()
+    assert run.tasks["evaluate"].results["promote"] == "false"
+    assert states(run)["promote"] == "Skipped"
+    assert states(run)["deploy"] == "Skipped"
+    assert states(run)["report"] == "Succeeded"
+    assert "promote = false" in worse.stdout
+    client = registry()
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    assert [str(v.version) for v in client.search_model_versions(f"name='{MODEL}'")] == ["1"]
+
+
+@pytest.mark.slow
+def test_a_failing_test_stops_the_pipeline_before_training(home: Path, tmp_path: Path) -> None:
+    failing = "def test_cultivars_are_four():\n    assert 3 == 4\n"
+    url, commit = publish(
+        root=tmp_path / "remote", files={"tests/test_broken.py": failing}, message="Break a test"
+    )
+    proc = taskyard("run", "train-eval-deploy", "-p", f"repo-url={url}", "-p", f"revision={commit}")
+    assert proc.returncode == 1
+    run = latest_run()
+    assert states(run) == {
+        "clone": "Succeeded",
+        "test": "Failed",
+        "train": "Skipped",
+        "evaluate": "Skipped",
+        "promote": "Skipped",
+        "deploy": "Skipped",
+        "report": "Succeeded",
+    }
+    assert "1 of 7 tests failed: test_cultivars_are_four" in run.tasks["test"].reason
+    assert "1 of 7 tests failed" in proc.stdout
+    client = registry()
+    assert client.search_registered_models() == []
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+@pytest.mark.slow
+def test_bad_url_and_unknown_revision_fail_the_clone_with_one_line(home: Path) -> None:
+    proc = taskyard("run", "ci", "-p", f"repo-url=file://{home}/no-such-repo.git")
+    assert proc.returncode == 1
+    reason = latest_run().tasks["clone"].reason
+    assert reason.startswith("cannot clone file://"), reason
+    assert "\n" not in reason and "Traceback" not in proc.stdout + proc.stderr
+
+    url, _ = publish(root=home / "remote")
+    proc = taskyard("run", "ci", "-p", f"repo-url={url}", "-p", "revision=no-such-branch")
+    assert proc.returncode == 1
+    assert latest_run().tasks["clone"].reason == f"revision 'no-such-branch' not found in {url}"
+
+
+def test_unknown_pipeline_and_param_fail_with_one_line(home: Path) -> None:
+    proc = taskyard("run", "train-eval-deplo")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: unknown pipeline 'train-eval-deplo' (did you mean 'train-eval-deploy'?)"
+    ]
+    proc = taskyard("run", "ci", "-p", "repo-url=x", "-p", "bogus=1")
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: unknown param 'bogus' for pipeline 'ci'")
+    assert RunStore().list() == []  # nothing was started
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["xgboost", "torch"])
+def test_every_framework_trains_and_promotes_through_the_same_pipeline(
+    home: Path, framework: str
+) -> None:
+    url, commit = publish(root=home / "remote")
+    proc = taskyard(
+        "run",
+        "train-eval-deploy",
+        "-p", f"repo-url={url}",
+        "-p", f"revision={commit}",
+        "-p", f"config=configs/{framework}.toml",
+        "-p", "keep-serving=false",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = latest_run()
+    assert set(states(run).values()) == {"Succeeded"}
+    assert run.results["promote"] == "true"
+    assert run.results["smoke-prediction"].startswith('{"predictions": [')
+    version = registry().get_model_version_by_alias(MODEL, "champion")
+    source_run = registry().get_run(version.run_id)
+    assert source_run.data.tags["framework"] == framework
