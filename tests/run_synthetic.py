@@ -33,6 +33,8 @@ time.sleep(float(sleep))
 if out:
     open(out, 'w').write(value)
 open(os.path.join(data, name + '.end'), 'w').write(repr(time.time()))
+if int(code):
+    print('error: step', name, 'failed on purpose', file=sys.stderr)
 sys.exit(int(code))
 """
 

@@ -113,7 +113,8 @@ def test_runs_list_and_show(env: dict[str, str]) -> None:
     assert show.returncode == 0 and "param greeting = hey" in show.stdout
     assert "out=hey+b" in show.stdout and "final = hey+b+c!" in show.stdout
     log = ty(env, "runs", "show", "failing", "--log", "boom")
-    assert log.returncode == 0 and log.stdout == "step boom value \n"
+    assert log.returncode == 0
+    assert log.stdout == "step boom value \nerror: step boom failed on purpose\n"
     missing = ty(env, "runs", "show", "nope")
     assert missing.returncode == 1 and missing.stderr.startswith("error: no run 'nope'")
 

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from taskyard._os import empty_dir
 from taskyard.errors import RunError
 from taskyard.home import home
 
@@ -70,9 +71,7 @@ def publish(
         work.mkdir(parents=True)
         _git(work, "init", "--initial-branch=main", "-q")
         _git(work, "remote", "add", "origin", bare.as_uri())
-    for child in work.iterdir():
-        if child.name != ".git":
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    empty_dir(work, keep=(".git",))  # the checkout is rebuilt from the example each time
     shutil.copytree(examples_dir() / example, work, dirs_exist_ok=True, ignore=_IGNORE)
     for rel, text in (files or {}).items():
         target = work / rel

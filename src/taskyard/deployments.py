@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from taskyard._os import pid_alive
 from taskyard.errors import StepError
 from taskyard.home import deployments_dir
 
@@ -142,13 +143,7 @@ def _reap(pid: int) -> None:
 
 def _running(pid: int) -> bool:
     if not Path("/proc").is_dir():  # no procfs: signal 0 is the best we have
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid_alive(pid)
     _reap(pid)
     st = _stat(pid)
     return st is not None and st[0] not in ("Z", "X")

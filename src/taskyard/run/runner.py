@@ -20,8 +20,8 @@ Semantics, as Tekton's (so a local run behaves like the cluster run):
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
-import shutil
 import signal
 import threading
 import time
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from taskyard._os import empty_dir
 from taskyard.errors import RunError
 from taskyard.home import default_tracking_uri
 from taskyard.run.executor import Executor, Invocation, Process, SubprocessExecutor
@@ -401,7 +402,7 @@ class Runner:
             for attempt in range(1, total + 1):
                 if attempt > 1:
                     self._events.put(("attempt", pt.name, attempt, reason))
-                    _clear(inv.results_dir)
+                    empty_dir(inv.results_dir)  # a retry starts with no results, as in Tekton
                 if total > 1:
                     after = f" (previous: {reason})" if reason else ""
                     log.write(f"=== attempt {attempt}/{total}{after} ===\n".encode())
@@ -429,10 +430,25 @@ class Runner:
                     reason = f"timed out after {pt.timeout}s"
                     log.write(f"error: {reason}; its process group was killed\n".encode())
                 else:
-                    reason = _exit_reason(code)
+                    reason = _step_error(log_path) or _exit_reason(code)
         if total > 1:
             reason += f" (after {total} attempts)"
         return FAILED, reason, {}
+
+
+def _step_error(log: Path | str, tail: int = 8192) -> str:
+    """The step's own one-line error (the contract: ``error: …`` on stderr), if it printed one."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - tail))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if line.startswith("error: "):
+            return line.removeprefix("error: ").strip()
+    return ""
 
 
 def _exit_reason(code: int) -> str:
@@ -442,17 +458,6 @@ def _exit_reason(code: int) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
-
-
-def _clear(folder: Path) -> None:
-    """A retry starts with no results, as a fresh Tekton TaskRun pod does."""
-    if not folder.is_dir():
-        return
-    for entry in folder.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
 
 
 def _read_results(pt: PipelineTask, folder: Path) -> dict[str, str]:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from taskyard import home
+from taskyard._os import pid_alive
 from taskyard.errors import RunError
 
 # Task states (Tekton's reasons, trimmed to what a local run can reach).
@@ -106,7 +107,7 @@ class RunRecord:
 
     def display_status(self) -> str:
         """The stored status, or ``Abandoned`` for a run whose process died mid-run."""
-        if self.status in (PENDING, RUNNING) and not _alive(self.pid):
+        if self.status in (PENDING, RUNNING) and not pid_alive(self.pid):
             return "Abandoned"
         return self.status
 
@@ -140,16 +141,6 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     """Only the fields ``cls`` has: derived keys (duration) and newer ones are dropped."""
     names = {f.name for f in fields(cls)}
     return {k: v for k, v in data.items() if k in names}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def new_run_id(pipeline: str, now: float | None = None) -> str:

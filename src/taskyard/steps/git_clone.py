@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from taskyard._os import empty_dir
 from taskyard.errors import StepError
 from taskyard.steps import _cli
 from taskyard.steps._results import write_results
@@ -109,17 +110,6 @@ def resolve_target(output: Path, subdirectory: str) -> Path:
     if target != root and root not in target.parents:
         raise StepError(f"subdirectory {subdirectory!r} points outside the output workspace")
     return target
-
-
-def empty_dir(target: Path) -> None:
-    """Delete what is inside ``target`` (never ``target`` itself; symlinks are not followed)."""
-    if not target.is_dir():
-        return
-    for entry in target.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
 
 
 def install_credentials(home: Path, credentials: Path | None, ssh: Path | None) -> dict[str, str]:
