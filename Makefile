@@ -27,7 +27,16 @@ $(HOOKS): tools/webhooks-examples/package.json
 demo: $(STAMP)
 	$(BIN)/taskyard demo
 
-test: $(STAMP) $(LINT) $(HOOKS)
+# The image tests start Debian's dockerd and build a base with debootstrap (as root).
+DOCKER_TOOLS := /usr/sbin/dockerd /usr/sbin/debootstrap
+
+$(DOCKER_TOOLS):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends docker.io debootstrap >/dev/null; \
+	else echo "note: not root or no apt: the docker tests will be skipped"; fi
+
+test: $(STAMP) $(LINT) $(HOOKS) $(DOCKER_TOOLS)
 	$(BIN)/ruff check src tests benchmarks hera
 	$(BIN)/ruff format --check src tests benchmarks hera
 	$(BIN)/pytest -n 2 --durations=15

@@ -26,6 +26,7 @@ from rich.table import Table
 
 from taskyard import __version__
 from taskyard.cli_extra import add_demo, add_deployments, add_serve
+from taskyard.cli_images import add_images
 from taskyard.errors import TaskyardError
 from taskyard.render.emit import ENGINES
 
@@ -79,6 +80,12 @@ def _add_run(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="bind a pipeline workspace to an existing folder (default: a folder in the run)",
     )
     p.add_argument("--max-parallel", type=int, default=4, metavar="N", help="default: 4")
+    p.add_argument(
+        "--executor",
+        choices=("subprocess", "docker"),
+        default="subprocess",
+        help="run each task as a subprocess (default) or in its image under Docker",
+    )
     p.set_defaults(func=_cmd_run)
 
 
@@ -88,17 +95,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
         pairs(args.param, "-p"),
         pairs(args.workspace, "--workspace"),
         max_parallel=args.max_parallel,
+        executor=args.executor,
     )
 
 
 def execute(
-    pipeline: str, params: dict[str, str], workspaces: dict[str, str], max_parallel: int
+    pipeline: str,
+    params: dict[str, str],
+    workspaces: dict[str, str],
+    max_parallel: int,
+    executor: str = "subprocess",
 ) -> int:
     """Run a pipeline with live progress; the exit code of ``taskyard run``."""
     from taskyard.run import Runner, load_pipeline
     from taskyard.run.progress import Progress
     from taskyard.run.store import CANCELLED, SUCCEEDED
 
+    chosen = None
+    if executor == "docker":  # no daemon is the machine's problem (exit 1), not a usage error
+        from taskyard.run.docker import DockerExecutor
+
+        chosen = DockerExecutor()
+        chosen.check()
     try:
         spec = load_pipeline(pipeline)
         runner = Runner(
@@ -106,6 +124,7 @@ def execute(
             params,
             workspaces,
             max_parallel=max_parallel,
+            executor=chosen,
             observer=Progress(Console(stderr=False)),
         )
     except TaskyardError as e:
@@ -295,6 +314,7 @@ COMMANDS: list[Registrar] = [
     _add_catalog,
     _add_ui,
     _add_render,
+    add_images,
 ]
 
 

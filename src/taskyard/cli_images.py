@@ -1,0 +1,79 @@
+"""``taskyard images build|digests``: build the task images, print what the renders should pin."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from taskyard import __version__
+
+
+def add_images(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "images",
+        parents=[common],
+        help="build the task images, print their digests",
+        description="Build images/NAME/Dockerfile as REGISTRY/NAME:VERSION (images/README.md).",
+    )
+    isub = p.add_subparsers(dest="images_command", metavar="build|digests", required=True)
+    b = isub.add_parser(
+        "build", parents=[common], help="build task images (default: all but train-gpu)"
+    )
+    b.add_argument("names", nargs="*", metavar="NAME", help="git, steps, train, train-gpu")
+    b.add_argument(
+        "--base",
+        default=os.environ.get("TASKYARD_BASE_IMAGE"),
+        metavar="IMAGE",
+        help="base image (default: python:3.11-slim-bookworm, or $TASKYARD_BASE_IMAGE)",
+    )
+    b.add_argument(
+        "--debootstrap",
+        action="store_true",
+        help="no registry here: make the base with debootstrap + docker import (needs root)",
+    )
+    _tag_flags(b)
+    b.set_defaults(func=_cmd_build)
+    d = isub.add_parser("digests", parents=[common], help="tag, image id, pinned digest, size")
+    d.add_argument("names", nargs="*", metavar="NAME")
+    _tag_flags(d)
+    d.set_defaults(func=_cmd_digests)
+
+
+def _tag_flags(p: argparse.ArgumentParser) -> None:
+    from taskyard.images import REGISTRY
+
+    p.add_argument("--registry", default=REGISTRY, help=f"default: {REGISTRY}")
+    p.add_argument("--version", default=__version__, help=f"tag (default: {__version__})")
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from taskyard import images
+
+    base = args.base or images.DEFAULT_BASE
+    if args.debootstrap:
+        if args.base:
+            from taskyard.cli import UsageError
+
+            raise UsageError("--base and --debootstrap exclude each other")
+        base = images.ensure_base(log=sys.stderr)
+    tags = images.build(
+        args.names, base=base, registry=args.registry, version=args.version, log=sys.stderr
+    )
+    for built in images.describe(args.names, args.registry, args.version):
+        if built.tag in tags:
+            print(f"{built.tag}  {built.id}  {images.human(built.size)}")
+    return 0
+
+
+def _cmd_digests(args: argparse.Namespace) -> int:
+    from taskyard import images
+    from taskyard.errors import TaskyardError
+
+    found = images.describe(args.names, args.registry, args.version)
+    if not found:
+        raise TaskyardError("no task image is built here", "taskyard images build")
+    for b in found:
+        pin = b.repo_digest or f"(not pushed; push it, then pin {b.tag.rsplit(':', 1)[0]}@sha256:…)"
+        print(f"{b.name}\t{b.tag}\t{b.id}\t{images.human(b.size)}\t{pin}")
+    return 0

@@ -1,0 +1,279 @@
+"""``taskyard run --executor docker`` against a real, private dockerd and images built here.
+
+The daemon is Debian's dockerd started by the fixture (tests/dockerd.py); the base image comes
+from debootstrap + docker import, as on any machine without a registry; the git, steps and
+train images are built with ``taskyard images build``. Then the main job runs in them, and the
+executor's promises are checked from real files and real sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from taskyard.demo import publish
+from taskyard.run.docker import running
+from taskyard.run.store import RunRecord, RunStore
+from tests.dockerd import Dockerd, socket_group, unavailable
+from tests.mlflowutil import migrated_store
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("docker")]
+
+PIPELINES = str(Path(__file__).with_name("docker_pipelines.py"))
+TEST_UID = 4242  # an ordinary user with no passwd entry, as a CI runner's often is
+
+
+@pytest.fixture(scope="session")
+def daemon() -> Iterator[Dockerd]:
+    reason = unavailable()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the docker tests: {reason}")
+        pytest.skip(reason)
+    d = Dockerd().start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture(scope="session")
+def images(daemon: Dockerd) -> list[str]:
+    """git, steps and train, built from images/ on a debootstrap base (train-gpu is not built)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "taskyard.cli", "images", "build", "--debootstrap"],
+        env=daemon.env(),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tags = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
+    assert tags == [
+        "ghcr.io/taskyard/git:0.1.0",
+        "ghcr.io/taskyard/steps:0.1.0",
+        "ghcr.io/taskyard/train:0.1.0",
+    ]
+    return tags
+
+
+@pytest.fixture
+def docker_env(daemon: Dockerd, monkeypatch: pytest.MonkeyPatch) -> Dockerd:
+    monkeypatch.setenv("DOCKER_HOST", daemon.host)
+    return daemon
+
+
+def taskyard(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "taskyard.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env=env,
+    )
+
+
+def latest_run(home: Path | None = None) -> RunRecord:
+    return RunStore(home / "runs" if home else None).list()[0]
+
+
+def test_images_are_labelled_non_root_and_report_their_digests(
+    images: list[str], docker_env: Dockerd
+) -> None:
+    import json
+
+    for ref in images:
+        data = json.loads(
+            subprocess.run(
+                ["docker", "image", "inspect", ref], capture_output=True, text=True, check=True
+            ).stdout
+        )[0]
+        labels = data["Config"]["Labels"]
+        assert labels["org.opencontainers.image.version"] == "0.1.0"
+        assert labels["org.opencontainers.image.source"].startswith("https://")
+        assert len(labels["org.opencontainers.image.revision"]) == 40
+        assert data["Config"]["User"] == "65532:65532"
+    digests = taskyard("images", "digests")
+    assert digests.returncode == 0, digests.stderr
+    rows = [line.split("\t") for line in digests.stdout.splitlines()]
+    assert [r[0] for r in rows] == ["git", "steps", "train"]
+    assert all(r[2].startswith("sha256:") for r in rows)
+
+
+@pytest.mark.usefixtures("images")
+def test_main_job_in_docker_matches_the_subprocess_executor(
+    docker_env: Dockerd,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    url, commit = publish(root=tmp_path / "remote")
+    outcomes = {}
+    for executor in ("docker", "subprocess"):
+        home = tmp_path / executor
+        home.mkdir()
+        migrated_store(home, monkeypatch, tmp_path_factory)
+        proc = taskyard(
+            "run",
+            "train-eval-deploy",
+            "--executor",
+            executor,
+            "-p",
+            f"repo-url={url}",
+            "-p",
+            "keep-serving=false",
+        )
+        assert proc.returncode == 0, f"{executor}:\n{proc.stdout}\n{proc.stderr}"
+        run = latest_run()
+        assert run.executor == executor
+        assert {t.state for t in run.tasks.values()} == {"Succeeded"}
+        outcomes[executor] = run.results
+        if executor == "docker":
+            assert running(run.id) == []  # every container was removed
+            # The runner's user owns what the tasks wrote: they ran as its uid, not as 65532.
+            for path in (run.path / "workspaces" / "source").rglob("*"):
+                assert path.lstat().st_uid == os.getuid(), path
+    docker, local = outcomes["docker"], outcomes["subprocess"]
+    assert docker["commit"] == local["commit"] == commit
+    for key in ("tests-passed", "metric-name", "candidate-score", "promote", "model-version"):
+        assert docker[key] == local[key], key
+    assert docker["promote"] == "true"
+    assert docker["model-version"] == "1"
+    assert docker["smoke-prediction"] == local["smoke-prediction"]
+    assert docker["smoke-prediction"].startswith('{"predictions": [')
+
+
+@pytest.fixture
+def loopback_server() -> Iterator[int]:
+    """A TCP server on the host's 127.0.0.1 that accepts and closes connections."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join(timeout=2)
+    server.close()
+
+
+@pytest.mark.usefixtures("images")
+def test_a_task_without_network_cannot_reach_the_host(
+    docker_env: Dockerd, loopback_server: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TASKYARD_HOME", str(tmp_path / "home"))
+    proc = taskyard(
+        "run", f"{PIPELINES}:network", "--executor", "docker", "-p", f"port={loopback_server}"
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = latest_run()
+    assert run.tasks["online"].results["verdict"] == "reached"  # network=True: --network host
+    offline = run.tasks["offline"].results["verdict"]
+    assert offline.startswith("blocked: ")  # --network none: only its own loopback
+    log = (run.path / "logs" / "offline.log").read_text()
+    assert "blocked" in log
+
+
+@pytest.mark.usefixtures("images")
+def test_workspace_files_belong_to_the_invoking_user(docker_env: Dockerd) -> None:
+    """Run as an ordinary uid: both tasks write, the second reads the first's files, and the
+    user can read and delete everything afterwards."""
+    home = Path(tempfile.mkdtemp(prefix="taskyard-uid-"))
+    try:
+        os.chown(home, TEST_UID, TEST_UID)
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(home),
+            "TASKYARD_HOME": str(home / "taskyard"),
+            "DOCKER_HOST": docker_env.host,
+            "PYTHONPATH": str(Path(__file__).parents[1]),
+        }
+        groups = [str(g) for g in (socket_group(),) if g is not None]
+        setpriv = ["setpriv", f"--reuid={TEST_UID}", f"--regid={TEST_UID}"]
+        setpriv += [f"--groups={','.join(groups)}"] if groups else ["--clear-groups"]
+        proc = subprocess.run(
+            [
+                *setpriv,
+                sys.executable,
+                "-m",
+                "taskyard.cli",
+                "run",
+                f"{PIPELINES}:handoff",
+                "--executor",
+                "docker",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        run = latest_run(home / "taskyard")
+        handoff = run.path / "workspaces" / "source" / "handoff"
+        assert (handoff / "first.txt").read_text() == "from write\nseen by read\n"
+        assert (handoff / "second.txt").read_text() == "FROM WRITE\n"
+        for path in [handoff, *handoff.iterdir()]:
+            st = path.stat()
+            assert (st.st_uid, st.st_gid) == (TEST_UID, TEST_UID), path
+        rm = subprocess.run(
+            [*setpriv, "rm", "-r", str(run.path / "workspaces")], capture_output=True, text=True
+        )
+        assert rm.returncode == 0, rm.stderr
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.usefixtures("images")
+def test_a_timeout_removes_a_container_that_ignores_sigterm(
+    docker_env: Dockerd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TASKYARD_HOME", str(tmp_path / "home"))
+    proc = taskyard("run", f"{PIPELINES}:stubborn", "--executor", "docker")
+    assert proc.returncode == 1
+    run = latest_run()
+    assert run.tasks["sleep"].state == "Failed"
+    assert "timed out" in run.tasks["sleep"].reason
+    assert running(run.id) == []
+
+
+@pytest.mark.usefixtures("images")
+def test_a_missing_image_fails_the_task_with_one_line(
+    docker_env: Dockerd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TASKYARD_HOME", str(tmp_path / "home"))
+    proc = taskyard(
+        "run",
+        f"{PIPELINES}:network",
+        "--executor",
+        "docker",
+        "-p",
+        "port=9",
+        "-p",
+        "image=ghcr.io/taskyard/absent:0.0.0",
+    )
+    assert proc.returncode == 1
+    run = latest_run()
+    reason = run.tasks["offline"].reason
+    assert "ghcr.io/taskyard/absent:0.0.0 is not in the Docker daemon" in reason
+    assert "taskyard images build" in reason
