@@ -26,7 +26,8 @@ from taskyard.run.store import RunRecord, RunStore
 from tests.dockerd import Dockerd, socket_group, unavailable
 from tests.mlflowutil import migrated_store
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("docker")]
+# One file, so `--dist loadfile` keeps every test here on the worker that owns the daemon.
+pytestmark = pytest.mark.slow
 
 PIPELINES = str(Path(__file__).with_name("docker_pipelines.py"))
 TEST_UID = 4242  # an ordinary user with no passwd entry, as a CI runner's often is

@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from taskyard import __version__
-from taskyard.cli_extra import add_demo, add_deployments, add_serve
+from taskyard.cli_extra import add_demo, add_deployments, add_executor_flag, add_serve
 from taskyard.cli_images import add_images
 from taskyard.errors import TaskyardError
 from taskyard.render.emit import ENGINES
@@ -80,12 +80,7 @@ def _add_run(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="bind a pipeline workspace to an existing folder (default: a folder in the run)",
     )
     p.add_argument("--max-parallel", type=int, default=4, metavar="N", help="default: 4")
-    p.add_argument(
-        "--executor",
-        choices=("subprocess", "docker"),
-        default="subprocess",
-        help="run each task as a subprocess (default) or in its image under Docker",
-    )
+    add_executor_flag(p)
     p.set_defaults(func=_cmd_run)
 
 

@@ -25,7 +25,19 @@ def add_demo(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "-p", "--param", action="append", metavar="KEY=VALUE", help="pipeline param (repeatable)"
     )
     p.add_argument("--pipeline", default="train-eval-deploy", help="default: train-eval-deploy")
+    add_executor_flag(p)
     p.set_defaults(func=cmd_demo)
+
+
+def add_executor_flag(p: argparse.ArgumentParser) -> None:
+    """``--executor``, shared by ``taskyard run`` and ``taskyard demo``."""
+    p.add_argument(
+        "--executor",
+        choices=("subprocess", "docker"),
+        default="subprocess",
+        help="run each task as a subprocess (default) or in its image under Docker "
+        "(images/README.md)",
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -35,7 +47,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     url, commit = publish()
     params = {"repo-url": url, "revision": commit, **pairs(args.param, "-p")}
     Console(highlight=False).print(f"example repository {url} at [bold]{commit[:12]}[/]")
-    code = execute(args.pipeline, params, {}, max_parallel=4)
+    code = execute(args.pipeline, params, {}, max_parallel=4, executor=args.executor)
     if code == 0 and params.get("keep-serving", "true") == "true":
         from taskyard import deployments
 
