@@ -1,6 +1,6 @@
 """Load benchmark for `taskyard serve`: 2,000 signed GitHub deliveries on loopback.
 
-    .venv/bin/python benchmarks/listener_load.py [--deliveries 2000] [--rate 400] [--clients 8]
+    .venv/bin/python benchmarks/listener_load.py [--deliveries 2000] [--rate 250] [--clients 8]
 
 Starts a real listener (``python -m taskyard.serve``) in a temporary folder with the **noop
 submitter** -- the listener authenticates, parses, filters, deduplicates and commits each
