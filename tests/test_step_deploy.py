@@ -168,6 +168,20 @@ def test_failing_smoke_test_rolls_the_alias_back(home: Path, tmp_path: Path) -> 
     assert "rolled 'champion' back to version 1" in record["error"]
 
 
+@pytest.mark.slow
+def test_a_failing_first_champion_loses_the_alias(home: Path, tmp_path: Path) -> None:
+    register(tmp_path / "ws", mlflowutil.log_broken_model()[0])
+    assert aliases() == {"champion": "1"}
+    proc, results = run_deploy(tmp_path, "--keep-serving", "false")
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.endswith(
+        "no 'previous-champion' to roll back to: removed 'champion' from version 1"
+    )
+    assert aliases() == {}  # the next evaluation promotes on the absolute threshold alone
+    assert servers_of(home) == [] and deployments.load(MODEL) is None
+
+
 def test_other_targets_are_refused(tmp_path: Path) -> None:
     args = deploy.build_parser().parse_args(
         ["--source", str(tmp_path), "--model-name", MODEL, "--target", "kubernetes"]

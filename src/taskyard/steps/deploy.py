@@ -39,13 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
 def rollback(client: Any, name: str, alias: str, previous_alias: str, failed: str) -> str:
     """Point ``alias`` back at ``previous_alias``'s version; return what happened, in words."""
     prev = current_alias(client, name, previous_alias) if previous_alias else None
-    if prev is None:
-        return f"no {previous_alias!r} alias to roll back to; {alias!r} stays on version {failed}"
-    if prev == failed:
-        return f"{previous_alias!r} is version {failed} itself; {alias!r} not moved"
     now = current_alias(client, name, alias)
     if now != failed:  # someone promoted meanwhile: do not clobber their choice
         return f"{alias!r} now points at version {now}; not rolled back"
+    if prev is None:
+        # The first champion failed: no champion beats a broken one, which the next
+        # evaluation would have to beat (and could not even load).
+        try:
+            client.delete_registered_model_alias(name, alias)
+        except Exception as e:
+            return f"removing {alias!r} from version {failed} FAILED: {one_line(e)}"
+        return f"no {previous_alias!r} to roll back to: removed {alias!r} from version {failed}"
+    if prev == failed:
+        return f"{previous_alias!r} is version {failed} itself; {alias!r} not moved"
     try:
         client.set_registered_model_alias(name, alias, prev)
     except Exception as e:

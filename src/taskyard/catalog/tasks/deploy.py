@@ -17,7 +17,8 @@ TASK = step_task(
     description=(
         "Serves `models:/NAME@champion` (local target: `mlflow models serve` on the host), "
         "waits for health, sends a smoke prediction built from the model's signature, and on "
-        "failure moves `champion` back to `previous-champion` and fails."
+        "failure moves `champion` back to `previous-champion` (or, with none, removes it) "
+        "and fails."
     ),
     categories=("Deployment",),
     tags=("mlflow", "serving", "deploy"),
