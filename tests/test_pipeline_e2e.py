@@ -166,4 +166,4 @@ def test_every_framework_trains_and_promotes_through_the_same_pipeline(
     assert run.results["smoke-prediction"].startswith('{"predictions": [')
     version = registry().get_model_version_by_alias(MODEL, "champion")
     source_run = registry().get_run(version.run_id)
-    assert source_run.data.tags["framework"] == framework
+    assert source_run.data.tags["taskyard.framework"] == framework

@@ -173,7 +173,7 @@ def test_a_failing_first_champion_loses_the_alias(home: Path, tmp_path: Path) ->
     register(tmp_path / "ws", mlflowutil.log_broken_model()[0])
     assert aliases() == {"champion": "1"}
     proc, results = run_deploy(tmp_path, "--keep-serving", "false")
-    assert proc.returncode == 1
+    assert proc.returncode == 1 and results == {}
     last = proc.stderr.strip().splitlines()[-1]
     assert last.endswith(
         "no 'previous-champion' to roll back to: removed 'champion' from version 1"

@@ -89,7 +89,7 @@ def test_no_champion_threshold_pass(ws, store):
     run = mlflow.get_run(r["eval-run-id"])
     assert run.data.metrics["candidate_f1_macro"] == pytest.approx(float(r["candidate-score"]))
     assert run.data.metrics["promote"] == 1.0
-    assert run.data.tags["decision"] == "promote"
+    assert run.data.tags["taskyard.decision"] == "promote"
     assert run.data.params["min_score"] == "0.8"
     files = {a.path for a in MlflowClient().list_artifacts(r["eval-run-id"], "evaluation")}
     assert files == {"evaluation/evaluation.json", "evaluation/evaluation.md"}
@@ -140,7 +140,7 @@ def test_worse_candidate_or_a_tie_keeps_the_champion(ws, store):
     assert r["candidate-score"] == r["champion-score"]
     report = (ws / "artifacts" / "evaluation.md").read_text()
     assert "candidate ties champion v1" in report and "the champion stays" in report
-    assert mlflow.get_run(r["eval-run-id"]).data.tags["decision"] == "keep"
+    assert mlflow.get_run(r["eval-run-id"]).data.tags["taskyard.decision"] == "keep"
 
 
 def test_registered_model_without_the_alias_is_no_champion(ws, store):

@@ -130,8 +130,8 @@ def test_sklearn_train_logs_a_loadable_model(tmp_path, store, monkeypatch):
     assert run.data.params["max_depth"] == "3"
     assert run.data.params["random_state"] == "42"  # seeded from data.seed
     assert run.data.tags["mlflow.source.git.commit"] == "0123abcd" * 5
-    assert run.data.tags["data_hash"] == results["data-hash"]
-    assert run.data.tags["framework"] == "sklearn"
+    assert run.data.tags["taskyard.data_hash"] == results["data-hash"]
+    assert run.data.tags["taskyard.framework"] == "sklearn"
     assert run.data.tags["taskyard.version"]
     assert run.data.metrics["f1_macro"] == pytest.approx(float(results["metric-value"]))
     assert run.data.metrics["training_time_s"] > 0

@@ -154,7 +154,8 @@ def _candidate_data_hash(uri: str) -> str | None:
         run = MlflowClient().get_run(uri.removeprefix("runs:/").split("/")[0])
     except Exception:
         return None
-    return run.data.tags.get("data_hash")
+    tags = run.data.tags
+    return tags.get("taskyard.data_hash") or tags.get("data_hash")  # before 0.1.0: untagged name
 
 
 def run(args: argparse.Namespace) -> None:
@@ -215,10 +216,10 @@ def run(args: argparse.Namespace) -> None:
     tags = {
         "taskyard.step": STEP,
         "taskyard.version": __version__,
-        "decision": "promote" if d.promote else "keep",
-        "candidate_uri": d.candidate_uri,
-        "model_name": model_name,
-        "data_hash": d.data_hash,
+        "taskyard.decision": "promote" if d.promote else "keep",
+        "taskyard.candidate_uri": d.candidate_uri,
+        "taskyard.model_name": model_name,
+        "taskyard.data_hash": d.data_hash,
     }
     with mlflow.start_run(experiment_id=experiment_id, run_name=STEP, tags=tags) as active:
         eval_run_id = active.info.run_id

@@ -89,13 +89,13 @@ def run(args: argparse.Namespace) -> None:
     tags = {
         "taskyard.step": STEP,
         "taskyard.version": __version__,
-        "framework": cfg.model.framework,
-        "device": fitted.device,
-        "data_hash": digest,
-        "model_name": model_name,
+        "taskyard.framework": cfg.model.framework,
+        "taskyard.device": fitted.device,
+        "taskyard.data_hash": digest,
+        "taskyard.model_name": model_name,
     }
-    if commit:
-        tags |= {"git_commit": commit, "mlflow.source.git.commit": commit}
+    if commit:  # ours, with promote's lineage tags; MLflow's, for its UI's source column
+        tags |= {"taskyard.commit": commit, "mlflow.source.git.commit": commit}
     run_name = f"train-{commit[:8]}" if commit else "train"
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as active:
         run_id = active.info.run_id
