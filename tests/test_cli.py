@@ -69,6 +69,14 @@ def test_module_form_from_the_current_folder(env: dict[str, str]) -> None:
         (["run", f"{SYN}:STEP"], "is a TaskSpec, not a PipelineSpec"),
         (["run", "tests/missing.py:X"], "error: no such file"),
         (["run", "train-eval-deplo"], "error: unknown pipeline 'train-eval-deplo'"),
+        (
+            ["run", "train-eval-deploy", "-p", "repo-url=x", "-p", "deploy-port=80a"],
+            "error: param 'deploy-port' of pipeline 'train-eval-deploy': '80a' is not an integer",
+        ),
+        (
+            ["run", "train-eval-deploy", "-p", "repo-url=x", "-p", "keep-serving=yes"],
+            "'yes' is not one of true, false",
+        ),
         (["run", f"{SYN}:CHAIN", "--max-parallel", "0"], "at least 1"),
         (["run", f"{SYN}:CHAIN", "--workspace", "data=/no/such/dir", "-p", "greeting=x"], ""),
         (["run"], "error: the following arguments are required: PIPELINE"),

@@ -16,7 +16,7 @@ from taskyard.run import Runner, RunStore, SubprocessExecutor, resolve_params, r
 from taskyard.run.executor import host_gpus
 from taskyard.run.resolve import Context, bind_params, invocation
 from taskyard.run.store import FAILED, SKIPPED, SUCCEEDED, TaskRecord
-from taskyard.spec import PipelineSpec, PipelineTask, Resources
+from taskyard.spec import Param, PipelineSpec, PipelineTask, Resources, result
 from tests import run_synthetic as syn
 
 
@@ -164,6 +164,26 @@ def test_result_not_written_fails_the_consumer() -> None:
     consumer = run.tasks["consumer"]
     assert consumer.state == FAILED and "did not write it" in consumer.reason
     assert run.status == FAILED
+
+
+def test_a_result_that_does_not_fit_a_typed_param_fails_the_consumer() -> None:
+    typed = syn.STEP.model_copy(
+        update={"params": (*syn.STEP.params[:-1], Param(name="exit-code", type="integer"))}
+    )
+    spec = syn.pipeline(
+        "typed",
+        syn.step("a", params={"value": "three"}),
+        PipelineTask(
+            name="b",
+            task=typed,
+            params={"name": "b", "exit-code": result("a", "out")},
+            workspaces={"data": "data"},
+        ),
+    )
+    run = run_pipeline(spec)
+    assert run.tasks["a"].state == SUCCEEDED
+    assert run.tasks["b"].state == FAILED
+    assert run.tasks["b"].reason == "param 'exit-code' of task 'b': 'three' is not an integer"
 
 
 def test_unknown_and_missing_params() -> None:

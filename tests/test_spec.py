@@ -202,6 +202,84 @@ def test_task_validation():
         TaskSpec(name="ok", display_name="b", description="d", image="i", command=("x",), imgae="z")
 
 
+TYPED = TaskSpec(
+    name="typed",
+    display_name="typed",
+    description="typed params",
+    image="i",
+    command=("true",),
+    params=(
+        Param(name="n", type="integer", default="1"),
+        Param(name="x", type="number", default=""),
+        Param(name="flag", type="boolean", default="true"),
+        Param(name="mode", enum=("a", "b"), default="a"),
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "why"),
+    [
+        ("n", "12", None),
+        ("n", "-3", None),
+        ("n", "1.5", "'1.5' is not an integer"),
+        ("x", "0.25", None),
+        ("x", "1e-3", None),
+        ("x", "nan", "'nan' is not a number"),
+        ("x", "fast", "'fast' is not a number"),
+        ("flag", "false", None),
+        ("flag", "yes", "'yes' is not one of true, false"),
+        ("mode", "b", None),
+        ("mode", "c", "'c' is not one of a, b"),
+        ("n", "", None),  # "" is "not set" for every type: the step's own default applies
+    ],
+)
+def test_typed_params_say_which_strings_they_accept(name, value, why):
+    assert TYPED.param(name).problem(value) == why
+
+
+def test_typed_param_definitions_are_checked():
+    with pytest.raises(ValidationError, match="param 'n': default 'one' is not an integer"):
+        Param(name="n", type="integer", default="one")
+    with pytest.raises(ValidationError, match="a boolean takes no enum"):
+        Param(name="b", type="boolean", enum=("true",))
+    with pytest.raises(ValidationError, match="enum value 'x' is not a integer"):
+        Param(name="n", type="integer", enum=("1", "x"))
+
+
+def _typed_pipeline(params: dict[str, str], pipeline_params: tuple[Param, ...] = ()):
+    return PipelineSpec(
+        name="p",
+        display_name="p",
+        description="d",
+        params=pipeline_params,
+        tasks=(PipelineTask(name="t", task=TYPED, params=params),),
+    )
+
+
+def test_pipelines_bind_typed_params_consistently():
+    _typed_pipeline({"n": "3", "mode": "b"})
+    with pytest.raises(SpecError, match=r"task 't': params.n: 'three' is not an integer"):
+        _typed_pipeline({"n": "three"})
+    with pytest.raises(SpecError, match=r"params.flag takes a boolean; declare pipeline param 'f'"):
+        _typed_pipeline({"flag": param("f")}, (Param(name="f", default="true"),))
+    with pytest.raises(SpecError, match=r"params.mode takes a string in a, b"):
+        _typed_pipeline({"mode": param("m")}, (Param(name="m", enum=("a", "z")),))
+    _typed_pipeline({"mode": param("m")}, (Param(name="m", enum=("b",)),))  # stricter is fine
+    _typed_pipeline({"n": "$(params.k)-1"}, (Param(name="k"),))  # a template: checked at run time
+
+
+def test_the_catalog_declares_its_typed_params():
+    clone = TASKS["git-clone"]
+    assert clone.param("depth").type == "integer"
+    assert clone.param("submodules").type == "boolean"
+    assert TASKS["train"].param("device").enum == ("auto", "cpu", "cuda")
+    tedp = get_pipeline("train-eval-deploy")
+    assert tedp.param("keep-serving").type == "boolean"
+    assert tedp.param("deploy-port").type == "integer"
+    assert tedp.param("min-score").type == "number"
+
+
 def test_specs_are_frozen():
     with pytest.raises(ValidationError):
         ECHO.name = "other"  # type: ignore[misc]

@@ -57,7 +57,7 @@ from hera.workflows.models import (
 )
 
 from taskyard.errors import RenderError
-from taskyard.spec import PipelineSpec, PipelineTask, refs
+from taskyard.spec import Param, PipelineSpec, PipelineTask, refs
 
 RESULTS_DIR = "/tmp/taskyard/results"
 WORKSPACE_ROOT = "/workspace"
@@ -124,14 +124,20 @@ def mount_path(task_workspace: str) -> str:
     return f"{WORKSPACE_ROOT}/{task_workspace}"
 
 
-def _parameter(
-    name: str, *, value: str | None = None, default: str | None = None, description: str = ""
-) -> Parameter:
-    """A Parameter without ``value``/``default`` when there is none (Hera writes None as "null")."""
-    kw: dict = {"value": value} if value is not None else {}
-    if default is not None:
-        kw["default"] = default
-    return Parameter(name=name, description=description or None, **kw)
+def _parameter(p: Param, *, as_value: bool = False) -> Parameter:
+    """A Parameter without ``value``/``default`` when there is none (Hera writes None as "null").
+
+    A closed set of values (an enum, a boolean) becomes Argo's ``enum``: the UI offers a
+    choice and the controller rejects anything else. "" (not set) stays allowed when it is
+    the default.
+    """
+    kw: dict = {}
+    if p.default is not None:
+        kw["value" if as_value else "default"] = p.default
+    if p.choices:
+        extra = [""] if p.default == "" else []
+        kw["enum"] = [*p.choices, *extra]
+    return Parameter(name=p.name, description=p.description or None, **kw)
 
 
 # ---- references ------------------------------------------------------------------------------
@@ -282,10 +288,7 @@ def container_template(
         command=[_task_text(t, c) for c in task.command],
         args=[_task_text(t, a) for a in task.args] or None,
         env=[Env(name=k, value=_task_text(t, v)) for k, v in task.env.items()] or None,
-        inputs=[
-            _parameter(p.name, default=p.default, description=p.description) for p in task.params
-        ]
-        or None,
+        inputs=[_parameter(p) for p in task.params] or None,
         outputs=[
             Parameter(
                 name=r.name,
@@ -395,10 +398,7 @@ def workflow_template(spec: PipelineSpec, opts: Options | None = None) -> Workfl
         },
         entrypoint=ENTRYPOINT,
         on_exit=EXIT_HANDLER if spec.finally_ else None,
-        arguments=[
-            _parameter(p.name, value=p.default, description=p.description) for p in spec.params
-        ]
-        or None,
+        arguments=[_parameter(p, as_value=True) for p in spec.params] or None,
         templates=[*dags, *containers],
         volume_claim_templates=claims or None,
         volumes=secrets or None,

@@ -74,10 +74,22 @@ def _params(params: Sequence[Param]) -> str:
     if not params:
         return "None.\n"
     rows = [
-        (f"`{p.name}`", p.description, "required" if p.required else _code(p.default or ""))
+        (
+            f"`{p.name}`",
+            _type(p),
+            p.description,
+            "required" if p.required else _code(p.default or ""),
+        )
         for p in params
     ]
-    return _table(("Name", "Description", "Default"), rows)
+    return _table(("Name", "Type", "Description", "Default"), rows)
+
+
+def _type(p: Param) -> str:
+    """Every engine passes strings; this says which ones the param accepts."""
+    if p.enum:
+        return "one of " + ", ".join(_code(v) for v in p.enum)
+    return p.type
 
 
 def _examples(examples: Sequence[Example]) -> str:

@@ -88,6 +88,9 @@ def bind_params(pt: PipelineTask, ctx: Context) -> dict[str, str]:
     out = {p.name: p.default for p in pt.task.params if p.default is not None}
     for key, text in pt.params.items():
         out[key] = ctx.substitute(text)
+        # A value from an upstream result is only known now; a cluster would pass it unchecked.
+        if why := pt.task.param(key).problem(out[key]):
+            raise RunError(f"param {key!r} of task {pt.name!r}: {why}")
     return out
 
 

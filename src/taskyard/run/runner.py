@@ -81,6 +81,9 @@ def resolve_params(spec: PipelineSpec, given: Mapping[str, str]) -> dict[str, st
             )
     out = {p.name: p.default for p in spec.params if p.default is not None}
     out.update(given)
+    for p in spec.params:
+        if p.name in given and (why := p.problem(given[p.name])):
+            raise RunError(f"param {p.name!r} of pipeline {spec.name!r}: {why}")
     missing = [p.name for p in spec.params if p.name not in out]
     if missing:
         names = ", ".join(repr(m) for m in missing)

@@ -184,6 +184,8 @@ class PipelineSpec(SpecModel):
         for p in t.task.params:
             if p.required and p.name not in t.params:
                 raise SpecError(f"{where}: required param {p.name!r} is not bound")
+            if p.name in t.params:
+                self._check_param_type(where, p, t.params[p.name])
         for key, value in t.workspaces.items():
             if key not in t.task.workspace_names:
                 raise SpecError(
@@ -201,6 +203,25 @@ class PipelineSpec(SpecModel):
                 raise SpecError(f"{where}: run_after names unknown task {dep!r}")
         for field, text in t.texts():
             self._check_refs(f"{where}, {field}", text, regular, params, fin, self_name=t.name)
+
+    def _check_param_type(self, where: str, p: Param, text: str) -> None:
+        """A literal must fit the task param; a pipeline param passed on whole must be as strict."""
+        if not any(True for _ in refs.find(text)):
+            if why := p.problem(text):
+                raise SpecError(f"{where}: params.{p.name}: {why}")
+            return
+        if p.type == "string" and not p.enum:
+            return
+        for pp in self.params:
+            if text != refs.param(pp.name):
+                continue
+            looser = pp.type != p.type or (p.enum and not pp.enum)
+            if looser or not set(pp.enum) <= set(p.enum):
+                want = p.type + (f" in {', '.join(p.enum)}" if p.enum else "")
+                raise SpecError(
+                    f"{where}: params.{p.name} takes a {want}; declare pipeline param "
+                    f"{pp.name!r} the same way (it is a {pp.type})"
+                )
 
     def _check_refs(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -10,22 +12,67 @@ from taskyard.errors import SpecError
 from taskyard.spec import refs
 from taskyard.spec._base import PARAM_RE, SpecModel, check_name
 
+ParamType = Literal["string", "integer", "number", "boolean"]
+_INTEGER = re.compile(r"^[+-]?\d+$")
+
 
 class Param(SpecModel):
-    """A string parameter; ``default=None`` makes it required."""
+    """A parameter; ``default=None`` makes it required.
+
+    Every engine passes params as strings (Tekton and Argo have no numbers), so ``type`` and
+    ``enum`` say which strings are valid, as KFP's typed inputs do. The empty string always
+    means "not set" (the step then uses its own default): a cluster cannot pass null either.
+    The local runner checks values before anything runs; Argo gets ``enum`` (booleans too),
+    Tekton only the description, since its ``enum`` needs an alpha feature flag.
+    """
 
     name: str
     description: str = ""
     default: str | None = None
+    type: ParamType = "string"
+    enum: tuple[str, ...] = ()
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return check_name(v, "param", PARAM_RE)
 
+    @model_validator(mode="after")
+    def _default_fits(self) -> Param:
+        if self.enum and self.type == "boolean":
+            raise ValueError(f"param {self.name!r}: a boolean takes no enum")
+        for value in self.enum:
+            if value == "" or self.problem(value):
+                raise ValueError(f"param {self.name!r}: enum value {value!r} is not a {self.type}")
+        if self.default is not None and (why := self.problem(self.default)):
+            raise ValueError(f"param {self.name!r}: default {why}")
+        return self
+
     @property
     def required(self) -> bool:
         return self.default is None
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """The allowed values when they are a closed set (enum, or a boolean's two)."""
+        return ("true", "false") if self.type == "boolean" else self.enum
+
+    def problem(self, value: str) -> str | None:
+        """Why ``value`` is not valid for this param (None when it is)."""
+        if value == "":
+            return None
+        if self.choices and value not in self.choices:
+            return f"{value!r} is not one of {', '.join(self.choices)}"
+        if self.type == "integer" and not _INTEGER.match(value):
+            return f"{value!r} is not an integer"
+        if self.type == "number":
+            try:
+                ok = math.isfinite(float(value))
+            except ValueError:
+                ok = False
+            if not ok:
+                return f"{value!r} is not a number"
+        return None
 
 
 class Result(SpecModel):

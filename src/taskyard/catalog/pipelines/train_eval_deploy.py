@@ -120,10 +120,30 @@ def build(
         ),
         Param(name="model-name", default="", description="Registered model name override."),
         Param(name="overrides", default="", description="Hyperparameter overrides (k=v,…)."),
-        Param(name="min-score", default="", description="Absolute metric threshold override."),
-        Param(name="min-improvement", default="", description="Minimum gain override."),
-        Param(name="deploy-port", default="0", description="Port of the local model server."),
-        Param(name="keep-serving", default="true", description="Keep the model server running."),
+        Param(
+            name="min-score",
+            type="number",
+            default="",
+            description="Absolute metric threshold override.",
+        ),
+        Param(
+            name="min-improvement",
+            type="number",
+            default="",
+            description="Minimum gain override.",
+        ),
+        Param(
+            name="deploy-port",
+            type="integer",
+            default="0",
+            description="Port of the local model server.",
+        ),
+        Param(
+            name="keep-serving",
+            type="boolean",
+            default="true",
+            description="Keep the model server running.",
+        ),
         MLFLOW_PARAM,
     ]
     if with_tests:

@@ -31,11 +31,13 @@ TASK = step_task(
         Param(name="champion-alias", default="champion", description="Alias of the champion."),
         Param(
             name="min-score",
+            type="number",
             default="",
             description="Absolute threshold on the metric; empty: the project config's value.",
         ),
         Param(
             name="min-improvement",
+            type="number",
             default="",
             description="Minimum gain over the champion; empty: the project config's value.",
         ),

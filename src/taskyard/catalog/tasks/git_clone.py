@@ -23,8 +23,15 @@ TASK = step_task(
             default="",
             description="Branch, tag or commit SHA to check out; empty: the remote's HEAD.",
         ),
-        Param(name="depth", default="1", description="Shallow clone depth; 0 for full history."),
-        Param(name="submodules", default="true", description="Initialise submodules."),
+        Param(
+            name="depth",
+            type="integer",
+            default="1",
+            description="Shallow clone depth; 0 for full history.",
+        ),
+        Param(
+            name="submodules", type="boolean", default="true", description="Initialise submodules."
+        ),
         Param(
             name="subdirectory",
             default="repo",
@@ -32,10 +39,16 @@ TASK = step_task(
         ),
         Param(
             name="delete-existing",
+            type="boolean",
             default="true",
             description="Empty the target folder before cloning.",
         ),
-        Param(name="ssl-verify", default="true", description="Verify the server's TLS cert."),
+        Param(
+            name="ssl-verify",
+            type="boolean",
+            default="true",
+            description="Verify the server's TLS cert.",
+        ),
     ],
     results=[
         Result(name="commit", description="The full SHA of the commit checked out."),

@@ -12,6 +12,7 @@ from taskyard.catalog._common import (
     source_workspace,
     step_task,
 )
+from taskyard.ml import DEVICES
 from taskyard.spec import Param, Resources, Result, TaskSpec
 
 
@@ -45,6 +46,7 @@ def _train(name: str, image: str, resources: Resources, what: str) -> TaskSpec:
             ),
             Param(
                 name="device",
+                enum=DEVICES,
                 default="auto",
                 description="`auto` (CUDA when present), `cpu` or `cuda`.",
             ),
