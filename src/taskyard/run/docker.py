@@ -151,6 +151,11 @@ class DockerExecutor:
                 f"`taskyard images build` or pass -p image=… for this task\n".encode()
             )
             return _Finished(125)
+        if inv.params.get("keep-serving") == "true":
+            log.write(
+                b"note: under --executor docker a server lives only as long as this task's "
+                b"container; keep-serving=true keeps it only with --executor subprocess\n"
+            )
         argv, env = self.command(inv)
         popen = subprocess.Popen(
             argv,
