@@ -39,6 +39,27 @@ def _toleration(text: str) -> Toleration:
     return Toleration(key=key, operator="Exists", effect=effect)
 
 
+def _actions(p: argparse.ArgumentParser, actions: dict[str, str]) -> None:
+    """``--print`` / ``--submit`` / …: one of them, stored as ``args.action``."""
+    group = p.add_mutually_exclusive_group()
+    for name, help_text in actions.items():
+        group.add_argument(
+            f"--{name}", dest="action", action="store_const", const=name, help=help_text
+        )
+
+
+def _param_flag(p: argparse.ArgumentParser, help_text: str) -> None:
+    p.add_argument(
+        "-p",
+        "--param",
+        type=_pair,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=help_text,
+    )
+
+
 def _service_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("Argo Server (for --submit)")
     g.add_argument("--host", default=os.environ.get("ARGO_SERVER_URL"), help="Argo Server URL")
@@ -97,37 +118,15 @@ def pipeline_main(pipeline: str, argv: Sequence[str] | None = None) -> int:
         prog=f"hera/{pipeline.replace('-', '_')}.py",
         description=f"The {pipeline!r} pipeline as an Argo WorkflowTemplate, built with Hera.",
     )
-    action = p.add_mutually_exclusive_group()
-    action.add_argument(
-        "--print",
-        dest="action",
-        action="store_const",
-        const="print",
-        help="print the WorkflowTemplate YAML (the default)",
+    _actions(
+        p,
+        {
+            "print": "print the WorkflowTemplate YAML (the default)",
+            "print-run": "print the Workflow a --submit would create (for `kubectl create -f -`)",
+            "submit": "create or update the WorkflowTemplate, then submit a run of it",
+        },
     )
-    action.add_argument(
-        "--print-run",
-        dest="action",
-        action="store_const",
-        const="print-run",
-        help="print the Workflow a --submit would create (for `kubectl create -f -`)",
-    )
-    action.add_argument(
-        "--submit",
-        dest="action",
-        action="store_const",
-        const="submit",
-        help="create or update the WorkflowTemplate, then submit a run of it",
-    )
-    p.add_argument(
-        "-p",
-        "--param",
-        type=_pair,
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a pipeline param of the run (repeatable)",
-    )
+    _param_flag(p, "a pipeline param of the run (repeatable)")
     g = p.add_argument_group("template (a fork renders under --name)")
     g.add_argument("--name", help=f"template name (default {pipeline!r})")
     g.add_argument("--source-size", help="size of the per-run `source` PVC (default 2Gi)")
@@ -203,30 +202,14 @@ def cron_main(pipeline: str, argv: Sequence[str] | None = None) -> int:
         prog=f"hera/{pipeline.replace('-', '_')}_cron.py",
         description=f"A CronWorkflow running the {pipeline!r} WorkflowTemplate by reference.",
     )
-    action = p.add_mutually_exclusive_group()
-    action.add_argument(
-        "--print",
-        dest="action",
-        action="store_const",
-        const="print",
-        help="print the CronWorkflow YAML (the default)",
+    _actions(
+        p,
+        {
+            "print": "print the CronWorkflow YAML (the default)",
+            "submit": "create or update the CronWorkflow (the template must exist)",
+        },
     )
-    action.add_argument(
-        "--submit",
-        dest="action",
-        action="store_const",
-        const="submit",
-        help="create or update the CronWorkflow (the template must exist)",
-    )
-    p.add_argument(
-        "-p",
-        "--param",
-        type=_pair,
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a pipeline param of every scheduled run",
-    )
+    _param_flag(p, "a pipeline param of every scheduled run")
     p.add_argument("--name", help=f"CronWorkflow name (default {pipeline}-cron)")
     p.add_argument("--template", help=f"WorkflowTemplate to run, e.g. a fork (default {pipeline})")
     p.add_argument(

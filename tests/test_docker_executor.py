@@ -22,7 +22,7 @@ import pytest
 
 from taskyard.demo import publish
 from taskyard.run.docker import running
-from taskyard.run.store import RunRecord, RunStore
+from tests.cliutil import latest_run, taskyard
 from tests.dockerd import Dockerd, socket_group, unavailable
 from tests.mlflowutil import migrated_store
 
@@ -50,14 +50,7 @@ def daemon() -> Iterator[Dockerd]:
 @pytest.fixture(scope="session")
 def images(daemon: Dockerd) -> list[str]:
     """git, steps and train, built from images/ on a debootstrap base (train-gpu is not built)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "taskyard.cli", "images", "build", "--debootstrap"],
-        env=daemon.env(),
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
+    proc = taskyard("images", "build", "--debootstrap", env=daemon.env(), timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     tags = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
     assert tags == [
@@ -72,21 +65,6 @@ def images(daemon: Dockerd) -> list[str]:
 def docker_env(daemon: Dockerd, monkeypatch: pytest.MonkeyPatch) -> Dockerd:
     monkeypatch.setenv("DOCKER_HOST", daemon.host)
     return daemon
-
-
-def taskyard(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "taskyard.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-        env=env,
-    )
-
-
-def latest_run(home: Path | None = None) -> RunRecord:
-    return RunStore(home / "runs" if home else None).list()[0]
 
 
 def test_images_are_labelled_non_root_and_report_their_digests(

@@ -20,6 +20,7 @@ from taskyard.catalog import TASKS
 from taskyard.catalog.tasks import train
 from taskyard.run.docker import DockerExecutor, mounts, needs_network
 from taskyard.run.executor import Invocation
+from tests.cliutil import taskyard
 
 ROOT = Path(__file__).parents[1]
 DOCKERFILES = sorted((ROOT / "images").glob("*/Dockerfile"))
@@ -89,11 +90,7 @@ def test_images_readme_records_every_image_size() -> None:
 
 
 def test_unknown_image_is_one_line() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "taskyard.cli", "images", "build", "nope"],
-        capture_output=True,
-        text=True,
-    )
+    proc = taskyard("images", "build", "nope")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[0].startswith("error: unknown image 'nope'")
 
@@ -103,22 +100,7 @@ def test_run_without_a_daemon_is_one_line(tmp_path: Path) -> None:
         pytest.skip("no docker CLI here")
     env = {"PATH": str(Path(sys.executable).parent) + ":/usr/local/bin:/usr/bin:/bin"}
     env |= {"DOCKER_HOST": f"unix://{tmp_path}/none.sock", "TASKYARD_HOME": str(tmp_path)}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "taskyard.cli",
-            "run",
-            "ci",
-            "-p",
-            "repo-url=file:///x",
-            "--executor",
-            "docker",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    proc = taskyard("run", "ci", "-p", "repo-url=file:///x", "--executor", "docker", env=env)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert lines[0].startswith("error: --executor docker: no Docker daemon"), proc.stderr

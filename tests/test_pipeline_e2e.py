@@ -8,8 +8,6 @@ every framework goes through the same pipeline.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ import pytest
 from taskyard import deployments
 from taskyard.demo import publish
 from taskyard.run.store import RunRecord, RunStore
+from tests.cliutil import latest_run, taskyard
 from tests.mlflowutil import migrated_store
 
 MODEL = "wine-classifier"
@@ -28,20 +27,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> P
     yield Path(os.environ["TASKYARD_HOME"])
     for dep in deployments.list_deployments():  # never leave a model server behind
         deployments.stop_deployment(dep)
-
-
-def taskyard(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "taskyard.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-
-
-def latest_run() -> RunRecord:
-    return RunStore().list()[0]
 
 
 def states(run: RunRecord) -> dict[str, str]:

@@ -96,10 +96,15 @@ def select(names: Sequence[str], *, all_images: bool = False) -> list[Image]:
 
 
 # ---- docker ------------------------------------------------------------------------------------
+def require_docker(context: str = "") -> None:
+    """Fail in one line when the docker CLI is missing (the daemon is checked where it is used)."""
+    if shutil.which("docker") is None:
+        raise ImageError(f"{context}the docker CLI is not installed", "apt-get install docker.io")
+
+
 def docker(*args: str, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
     """Run the docker CLI (``DOCKER_HOST`` picks the daemon); fail with its last stderr line."""
-    if shutil.which("docker") is None:
-        raise ImageError("docker is not installed", "apt-get install docker.io")
+    require_docker()
     proc = subprocess.run(["docker", *args], capture_output=True, text=True, check=False, **kw)
     if check and proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
@@ -286,8 +291,7 @@ def build(
 
 
 def _docker_build(args: list[str], log: TextIO | None) -> None:
-    if shutil.which("docker") is None:
-        raise ImageError("docker is not installed", "apt-get install docker.io")
+    require_docker()
     env = dict(os.environ)
     if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode != 0:
         env["DOCKER_BUILDKIT"] = "0"  # no buildx plugin: the classic builder, said plainly

@@ -39,6 +39,7 @@ from typing import BinaryIO
 
 from taskyard.errors import RunError
 from taskyard.home import deployments_dir, home
+from taskyard.images import image_exists, require_docker
 from taskyard.run.executor import Invocation, Layout, Process, host_gpus
 
 _URL = re.compile(r"^(sqlite:///|file://)(/\S+)$")
@@ -96,10 +97,7 @@ class DockerExecutor:
     name = "docker"
 
     def __init__(self, grace: float = 10.0, user: str | None = None) -> None:
-        if shutil.which("docker") is None:
-            raise RunError(
-                "--executor docker: the docker CLI is not installed", "apt-get install docker.io"
-            )
+        require_docker("--executor docker: ")
         self.grace = grace
         self.user = user or f"{os.getuid()}:{os.getgid()}"
         self._images: set[str] = set()
@@ -151,11 +149,6 @@ class DockerExecutor:
                 f"`taskyard images build` or pass -p image=… for this task\n".encode()
             )
             return _Finished(125)
-        if inv.params.get("keep-serving") == "true":
-            log.write(
-                b"note: under --executor docker a server lives only as long as this task's "
-                b"container; keep-serving=true keeps it only with --executor subprocess\n"
-            )
         argv, env = self.command(inv)
         popen = subprocess.Popen(
             argv,
@@ -193,6 +186,8 @@ class DockerExecutor:
             "LOGNAME": user,
             "PYTHONUNBUFFERED": "1",
             "TASKYARD_HOME": str(home().resolve()),
+            # A step whose work outlives it (deploy's server) can tell the user it will not.
+            "TASKYARD_CONTAINER": "1",
         }
         # What the subprocess executor inherits and a step reads: MLflow's own settings (a
         # tracking server, its credentials) and taskyard's debug switch.
@@ -203,14 +198,9 @@ class DockerExecutor:
         return env
 
     def _have(self, image: str) -> bool:
-        if image in self._images:
-            return True
-        proc = subprocess.run(
-            ["docker", "image", "inspect", image], capture_output=True, check=False
-        )
-        if proc.returncode == 0:
+        if image not in self._images and image_exists(image):
             self._images.add(image)
-        return proc.returncode == 0
+        return image in self._images
 
 
 def _user() -> str:

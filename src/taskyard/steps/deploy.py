@@ -9,6 +9,7 @@ the alias resolved to), so the record and the rollback talk about exactly what r
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,12 @@ def deploy(args: argparse.Namespace) -> dict[str, Any]:
             raise
 
         replaced = ""
+        if args.keep_serving and os.environ.get("TASKYARD_CONTAINER"):
+            print(
+                "note: in a container the server lives only as long as this task; "
+                "keep-serving=true keeps it with --executor subprocess",
+                flush=True,
+            )
         if args.keep_serving:
             deployments.save(dep)
             if previous is not None:
