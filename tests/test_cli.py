@@ -49,6 +49,13 @@ def test_failed_run_exits_1(env: dict[str, str]) -> None:
     r = ty(env, "run", f"{SYN}:FAILING")
     assert r.returncode == 1
     assert "boom Failed" in r.stdout and "Failed (Failed: task boom failed)" in r.stdout
+    run_id = json.loads(next((Path(env["TASKYARD_HOME"]) / "runs").glob("*/run.json")).read_text())[
+        "id"
+    ]
+    # the README's promise: every expected failure ends with one `error:` line on stderr
+    assert r.stderr.splitlines() == [
+        f"error: run {run_id} failed: task 'boom' failed: step boom failed on purpose"
+    ]
 
 
 def test_module_form_from_the_current_folder(env: dict[str, str]) -> None:
@@ -161,6 +168,8 @@ def test_ctrl_c_or_sigterm_stops_the_tasks_and_skips_finally(
     proc.send_signal(sig)
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == code, err
+    how = "interrupted" if sig == signal.SIGINT else "terminated (SIGTERM)"
+    assert err.strip().splitlines()[-1].endswith(f" cancelled: {how}"), err
     record = json.loads((pid_files[0].parents[2] / "run.json").read_text())
     assert record["status"] == "Cancelled"
     assert record["tasks"]["hang"]["state"] == "Cancelled"

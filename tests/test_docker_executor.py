@@ -111,6 +111,8 @@ def test_main_job_in_docker_matches_the_subprocess_executor(
             "-p",
             f"repo-url={url}",
             "-p",
+            "allow-file-url=true",
+            "-p",
             "keep-serving=false",
         )
         assert proc.returncode == 0, f"{executor}:\n{proc.stdout}\n{proc.stderr}"

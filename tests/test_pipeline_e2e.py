@@ -83,7 +83,10 @@ def test_a_failing_test_stops_the_pipeline_before_training(home: Path, tmp_path:
     url, commit = publish(
         root=tmp_path / "remote", files={"tests/test_broken.py": failing}, message="Break a test"
     )
-    proc = taskyard("run", "train-eval-deploy", "-p", f"repo-url={url}", "-p", f"revision={commit}")
+    proc = taskyard(
+        "run", "train-eval-deploy",
+        "-p", f"repo-url={url}", "-p", f"revision={commit}", "-p", "allow-file-url=true",
+    )  # fmt: skip
     assert proc.returncode == 1
     run = latest_run()
     assert states(run) == {
@@ -104,14 +107,19 @@ def test_a_failing_test_stops_the_pipeline_before_training(home: Path, tmp_path:
 
 @pytest.mark.slow
 def test_bad_url_and_unknown_revision_fail_the_clone_with_one_line(home: Path) -> None:
-    proc = taskyard("run", "ci", "-p", f"repo-url=file://{home}/no-such-repo.git")
+    proc = taskyard(
+        "run", "ci", "-p", f"repo-url=file://{home}/no-such-repo.git", "-p", "allow-file-url=true"
+    )  # fmt: skip
     assert proc.returncode == 1
     reason = latest_run().tasks["clone"].reason
     assert reason.startswith("cannot clone file://"), reason
     assert "\n" not in reason and "Traceback" not in proc.stdout + proc.stderr
 
     url, _ = publish(root=home / "remote")
-    proc = taskyard("run", "ci", "-p", f"repo-url={url}", "-p", "revision=no-such-branch")
+    proc = taskyard(
+        "run", "ci",
+        "-p", f"repo-url={url}", "-p", "revision=no-such-branch", "-p", "allow-file-url=true",
+    )  # fmt: skip
     assert proc.returncode == 1
     reason = latest_run().tasks["clone"].reason
     assert reason.startswith(f"revision 'no-such-branch' not found in {url}"), reason
@@ -141,6 +149,7 @@ def test_every_framework_trains_and_promotes_through_the_same_pipeline(
         "train-eval-deploy",
         "-p", f"repo-url={url}",
         "-p", f"revision={commit}",
+        "-p", "allow-file-url=true",
         "-p", f"config=configs/{framework}.toml",
         "-p", "keep-serving=false",
     )  # fmt: skip

@@ -260,7 +260,16 @@ def test_promote_gate_retries_timeouts_and_finally(name: str) -> None:
     gate = [{"input": "$(tasks.evaluate.results.promote)", "operator": "in", "values": ["true"]}]
     assert tasks["promote"]["when"] == gate and tasks["deploy"]["when"] == gate
     assert "when" not in tasks["train"] and "when" not in tasks["evaluate"]
-    assert tasks["deploy"]["runAfter"] == ["promote"]
+    # deploy follows promote through the results it reads (the version to serve, promoted):
+    # tektoncd/pipeline docs/pipelines.md, "Passing one Task's Results into the Parameters...":
+    # "Tekton enforces this Task ordering"; "Guarding a Task only": resource-dependent tasks of
+    # a when-skipped task are skipped "because of missing Results".
+    assert "runAfter" not in tasks["deploy"]
+    deploy_params = {p["name"]: p["value"] for p in tasks["deploy"]["params"]}
+    assert deploy_params["model-version"] == "$(tasks.promote.results.model-version)"
+    assert deploy_params["promoted"] == "$(tasks.promote.results.promoted)"
+    promote_params = {p["name"]: p["value"] for p in tasks["promote"]["params"]}
+    assert promote_params["expected-champion"] == "$(tasks.evaluate.results.champion-version)"
     assert tasks["clone"]["retries"] == 2 and tasks["clone"]["timeout"] == "10m"
     for t in spec.tasks:
         assert tasks[t.name].get("timeout") == (docs.duration(t.timeout) if t.timeout else None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -283,6 +284,13 @@ def test_every_catalog_task_resolves_completely(name: str, tmp_path: Path) -> No
         )
         for t in spec.all_tasks
     }
+    # A result bound to a typed param (boolean, enum, number) gets a value of that type.
+    for pt in spec.all_tasks:
+        for key, text in pt.params.items():
+            m = re.fullmatch(r"\$\(tasks\.([^.]+)\.results\.([^)]+)\)", text)
+            target = pt.task.param(key)
+            if m and target.problem(records[m.group(1)].results[m.group(2)]):
+                records[m.group(1)].results[m.group(2)] = (target.choices or ("1",))[0]
     ctx = Context(spec, "run-1", params, records)
     spaces = {w.name: (None if w.optional else tmp_path / w.name) for w in spec.workspaces}
     for pt in spec.all_tasks:

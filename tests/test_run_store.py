@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from taskyard.errors import RunError
 from taskyard.run import RunStore, run_pipeline
-from taskyard.run.store import SUCCEEDED, RunRecord, new_run_id
+from taskyard.run.store import (
+    ABANDONED,
+    SUCCEEDED,
+    RunRecord,
+    TaskRecord,
+    new_run_id,
+    process_start,
+)
 from tests import run_synthetic as syn
 
 
@@ -82,3 +90,78 @@ def test_abandoned_run_is_shown_as_such() -> None:
     assert RunRecord.from_json(data).display_status() == "Abandoned"
     run.pid = os.getpid()
     assert run.display_status() == "Running"
+
+
+def _running(run: RunRecord, **fields: object) -> RunRecord:
+    run.status = "Running"
+    run.tasks = {
+        "done": TaskRecord(name="done", task="t", state="Succeeded", started=1.0, ended=2.0),
+        "busy": TaskRecord(name="busy", task="t", state="Running", started=2.0),
+        "later": TaskRecord(name="later", task="t"),
+    }
+    for key, value in fields.items():
+        setattr(run, key, value)
+    run.save()
+    return run
+
+
+def test_a_dead_runner_s_record_is_rewritten_once_as_abandoned() -> None:
+    store = RunStore()
+    run = _running(store.create("p"), pid=2**22 + 12345)  # above the default pid_max
+    listed = store.list()[0]
+    assert listed.status == ABANDONED and listed.reason == "the runner process died (killed?)"
+    data = json.loads((Path(run.dir) / "run.json").read_text())
+    assert data["status"] == ABANDONED and data["ended"] is not None
+    assert {n: (t["state"], t["reason"]) for n, t in data["tasks"].items()} == {
+        "done": ("Succeeded", ""),
+        "busy": ("Cancelled", "runner died"),
+        "later": ("Cancelled", "runner died"),
+    }
+    assert data["tasks"]["busy"]["ended"] is not None and data["tasks"]["later"]["ended"] is None
+    ended = data["ended"]
+    assert store.get(run.id).ended == ended  # terminal now: not rewritten again
+
+
+def test_a_reused_pid_counts_as_dead_and_a_live_runner_is_left_alone() -> None:
+    store = RunStore()
+    me = process_start(os.getpid())
+    assert me is not None
+    live = _running(store.create("live"))  # this process, with its own start time
+    reused = _running(store.create("reused"), pid_start=me - 1)  # our pid, another process
+    other_host = _running(store.create("elsewhere"), pid=2**22 + 1, host="another-machine")
+    assert store.get(live.id).status == "Running"
+    assert store.get(reused.id).status == ABANDONED
+    assert store.get(other_host.id).status == "Running"  # cannot be judged from here
+    old = json.loads((Path(live.dir) / "run.json").read_text())
+    del old["pid_start"], old["host"]  # a record from before these fields
+    old["pid"] = 2**22 + 2
+    (Path(live.dir) / "run.json").write_text(json.dumps(old))
+    assert store.get(live.id).status == ABANDONED
+
+
+def test_process_start_reads_field_22() -> None:
+    proc = subprocess.Popen(["sleep", "5"])
+    try:
+        mine, child = process_start(os.getpid()), process_start(proc.pid)
+        assert mine is not None and child is not None and child >= mine
+    finally:
+        proc.kill()
+        proc.wait()
+    assert process_start(2**22 + 3) is None
+
+
+def test_run_json_stores_secrets_redacted_and_keeps_them_in_memory() -> None:
+    run = RunStore().create("p")
+    url = "https://bob:hunter2@git.example.com/x.git"
+    run.params = {"repo-url": url, "n": "1"}
+    run.results = {"url": url}
+    run.reason = f"cannot clone {url}"
+    run.tasks = {"t": TaskRecord(name="t", task="t", results={"u": url}, reason=url)}
+    run.save()
+    text = (Path(run.dir) / "run.json").read_text()
+    assert "hunter2" not in text and "https://***@git.example.com/x.git" in text
+    assert run.params["repo-url"] == url  # the runner binds the real value
+    assert RunStore().get(run.id).params == {
+        "repo-url": "https://***@git.example.com/x.git",
+        "n": "1",
+    }

@@ -1,4 +1,4 @@
-"""deploy with real `mlflow models serve` servers on 127.0.0.1 (slow: each start takes seconds).
+"""deploy with real model servers (MLflow's scoring app) on 127.0.0.1 (slow: seconds each).
 
 Every server is stopped by its process group in a finalizer, found through the per-test
 TASKYARD_HOME in its environment, so a failing test never leaves one behind.
@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from taskyard import deployments
-from taskyard.errors import StepError
-from taskyard.steps import deploy, promote
+from taskyard import deployments, probe
+from taskyard.steps import promote
 from taskyard.steps._results import env_name
 from tests import mlflowutil
 
@@ -29,7 +28,7 @@ RESULTS = ("url", "model-version", "smoke-prediction")
 
 
 def servers_of(home: Path) -> list[tuple[int, int]]:
-    """(pid, pgid) of every mlflow/uvicorn process whose environment names this home."""
+    """(pid, pgid) of every model server process whose environment names this home."""
     marker = f"TASKYARD_HOME={home}".encode() + b"\0"
     found = []
     for entry in Path("/proc").iterdir():
@@ -41,7 +40,8 @@ def servers_of(home: Path) -> list[tuple[int, int]]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if state != "Z" and marker in environ and (b"mlflow" in cmd or b"uvicorn" in cmd):
+        server = b"taskyard.serving" in cmd or b"mlflow" in cmd or b"uvicorn" in cmd
+        if state != "Z" and marker in environ and server:
             found.append((int(entry.name), os.getpgid(int(entry.name))))
     return found
 
@@ -143,7 +143,7 @@ def test_keep_serving_then_a_second_deploy_replaces_the_first(home: Path, tmp_pa
     assert {pgid for _, pgid in servers_of(home)} == {live[0].pgid}
 
     stopped = deployments.stop(MODEL)
-    assert stopped is not None and stopped.version == "2"
+    assert [d.version for d in stopped] == ["2"]
     assert refused(second["url"])
     assert servers_of(home) == [] and deployments.load(MODEL) is None
 
@@ -182,14 +182,6 @@ def test_a_failing_first_champion_loses_the_alias(home: Path, tmp_path: Path) ->
     assert servers_of(home) == [] and deployments.load(MODEL) is None
 
 
-def test_other_targets_are_refused(tmp_path: Path) -> None:
-    args = deploy.build_parser().parse_args(
-        ["--source", str(tmp_path), "--model-name", MODEL, "--target", "kubernetes"]
-    )
-    with pytest.raises(StepError, match="target 'kubernetes' is not supported by this step"):
-        deploy.deploy(args)
-
-
 def test_stale_records_are_cleaned_and_never_kill_a_stranger(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -207,7 +199,7 @@ def test_stale_records_are_cleaned_and_never_kill_a_stranger(
         assert deployments.list_deployments() == []
         assert deployments.load(MODEL) is None
         deployments.save(dep)
-        assert deployments.stop(MODEL) is None
+        assert deployments.stop(MODEL) == []
         assert stranger.poll() is None  # the unrelated process still runs
     finally:
         stranger.kill()
@@ -221,8 +213,117 @@ def test_payload_synthesized_from_the_signature() -> None:
     from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
     cols = Schema([ColSpec("double", "a"), ColSpec("long", "b"), ColSpec("string", "c")])
-    assert deployments.payload_from_schema(cols) == {
+    assert probe.payload_from_schema(cols) == {
         "dataframe_split": {"columns": ["a", "b", "c"], "data": [[0.0, 0, "a"]]}
     }
     tensor = Schema([TensorSpec(np.dtype("float32"), (-1, 2))])
-    assert deployments.payload_from_schema(tensor) == {"inputs": [[0.0, 0.0]]}
+    assert probe.payload_from_schema(tensor) == {"inputs": [[0.0, 0.0]]}
+
+
+def post(url: str, body: bytes) -> tuple[int, dict]:
+    req = urllib.request.Request(
+        url + "/invocations", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def start_deploy(tmp_path: Path, *extra: str) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "taskyard.steps.deploy", "--source", str(tmp_path / "ws"),
+            "--model-name", MODEL, "--health-timeout", "90", *extra]  # fmt: skip
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(check, timeout: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def starting_records() -> list[deployments.Deployment]:
+    return [d for d in deployments.records(MODEL) if d.state == deployments.STARTING]
+
+
+@pytest.mark.slow
+def test_sigterm_during_deploy_rolls_back_and_leaves_no_unlisted_server(
+    home: Path, tmp_path: Path
+) -> None:
+    register(tmp_path / "ws", mlflowutil.log_sklearn_model(seed=1)[0])
+    proc, first = run_deploy(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    register(tmp_path / "ws", mlflowutil.log_sklearn_model(seed=2)[0])
+    assert aliases() == {"champion": "2", "previous-champion": "1"}
+
+    step = start_deploy(tmp_path, "--model-version", "2")
+    wait_for(lambda: starting_records() != [])  # recorded before it is waited on
+    listed = {d.pgid for d in deployments.list_deployments()}
+    assert {pgid for _, pgid in servers_of(home)} <= listed  # even now, nothing unlisted
+    step.send_signal(signal.SIGTERM)
+    _, err = step.communicate(timeout=60)
+    assert step.returncode == 128 + signal.SIGTERM, err
+    assert "deploy of demo-model version 2 interrupted; rolled 'champion' back to version 1" in err
+    assert "error: terminated (SIGTERM)" in err and "Traceback" not in err
+    assert aliases() == {"champion": "1", "previous-champion": "1"}
+    live = deployments.list_deployments()
+    assert [(d.version, d.state) for d in live] == [("1", "serving")]
+    assert {pgid for _, pgid in servers_of(home)} == {live[0].pgid}
+    assert predict(first["url"], [[3.0, 0.0, 0.0]]) == [1]  # the old server never stopped
+
+    # The model server's input limits: 413 over the body cap, 400 for deep JSON.
+    status, body = post(first["url"], b" " * (11 << 20))
+    assert status == 413 and "request body over" in body["message"]
+    status, body = post(first["url"], b"[" * 50_000 + b"]" * 50_000)
+    assert status == 400 and "nested deeper than 64" in body["message"]
+    rows = {"dataframe_split": {"columns": mlflowutil.FEATURES, "data": [[1.0, 1.0, 0.0]]}}
+    assert post(first["url"], json.dumps(rows).encode()) == (200, {"predictions": [1]})
+
+
+@pytest.mark.slow
+def test_sigkill_during_deploy_leaves_a_listed_server_that_stop_stops(
+    home: Path, tmp_path: Path
+) -> None:
+    register(tmp_path / "ws", mlflowutil.log_sklearn_model(seed=1)[0])
+    step = start_deploy(tmp_path)
+    wait_for(lambda: starting_records() != [])
+    step.kill()
+    step.communicate(timeout=30)
+    live = deployments.list_deployments()
+    assert [(d.version, d.state) for d in live] == [("1", "starting")]
+    assert {pgid for _, pgid in servers_of(home)} <= {live[0].pgid}
+    cli = subprocess.run(
+        [sys.executable, "-m", "taskyard.cli", "deployments", "stop", MODEL],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert "stopped demo-model version 1 (starting," in cli.stdout
+    assert servers_of(home) == [] and deployments.list_deployments() == []
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--port", "99999", "--port must be a port number (0-65535, 0 = any free one)"),
+        ("--port", "-1", "--port must be a port number"),
+        ("--health-timeout", "soon", "--health-timeout must be a number of seconds > 0"),
+        ("--target", "kubernetes", "target 'kubernetes' is not supported by this step"),
+    ],
+)
+def test_bad_params_roll_back_with_one_line(
+    home: Path, tmp_path: Path, flag: str, value: str, message: str
+) -> None:
+    register(tmp_path / "ws", mlflowutil.log_sklearn_model(seed=1)[0])
+    register(tmp_path / "ws", mlflowutil.log_sklearn_model(seed=2)[0])
+    proc, results = run_deploy(tmp_path, flag, value)
+    assert proc.returncode == 1 and results == {}
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: deploy of {MODEL} version 2 failed: {message}")
+    assert last.endswith("rolled 'champion' back to version 1")
+    assert "Traceback" not in proc.stderr
+    assert aliases() == {"champion": "1", "previous-champion": "1"}
+    assert servers_of(home) == []

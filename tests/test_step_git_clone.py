@@ -12,8 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from taskyard.steps.git_clone import install_ssh, redact, strip_userinfo
-from tests.gitutil import GitDaemon, GitHttpServer, Remote, commit_count, git, git_env
+from taskyard.errors import StepError
+from taskyard.steps.git_clone import install_ssh, redact, strip_userinfo, url_scheme
+from tests.gitutil import (
+    GitDaemon,
+    GitHttpServer,
+    Remote,
+    allow_file_protocol,
+    commit_count,
+    git,
+    git_env,
+)
 
 
 @dataclass
@@ -35,8 +44,12 @@ class Clone:
 
 
 def clone(tmp_path: Path, url: str, *, env: dict[str, str] | None = None, **params: str) -> Clone:
-    """Run the step exactly as the catalog task does (every arg passed, optional ones empty)."""
+    """Run the step exactly as the catalog task does (every arg passed, optional ones empty).
+
+    ``allow-file`` is true for a file:// or path remote (the local fixtures), false otherwise.
+    """
     values = {
+        "allow-file": "true" if url.startswith(("file:", "/")) else "false",
         "revision": "",
         "depth": "1",
         "submodules": "true",
@@ -246,7 +259,7 @@ def test_http_basic_auth_through_the_credentials_dir(tmp_path: Path) -> None:
         assert password not in c.proc.stdout + c.proc.stderr
         assert password not in (c.repo / ".git" / "config").read_text()
         assert password not in (c.output / "artifacts" / "git-clone.json").read_text()
-    assert "***@" in inline.proc.stdout
+    assert "using the url's credentials for " in inline.proc.stdout
     assert sorted(p.name for p in creds.iterdir()) == [".git-credentials", ".gitconfig"]
 
 
@@ -304,3 +317,147 @@ def test_results_written_where_env_points(tmp_path: Path, remote: Remote) -> Non
     assert {p.name for p in c.results.iterdir()} == {"commit", "url"}
     assert len(c.result("commit")) == 40
     assert os.environ.get("TASKYARD_RESULT_COMMIT") is None
+
+
+# ---- what may be cloned: the scheme allow-list and git's own protocol policy ---------------------
+def files_containing(root: Path, needle: bytes) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+def test_file_urls_and_local_paths_need_allow_file(tmp_path: Path, remote: Remote) -> None:
+    for url in (remote.url, str(remote.bare)):
+        c = clone(tmp_path / "no", url, allow_file="false")
+        assert_one_line_error(c, "error: repository url ")
+        assert "is a local path or file:// URL; refused" in c.proc.stderr
+        assert "set the allow-file param to true" in c.proc.stderr
+        assert not (tmp_path / "no" / "ws" / "repo" / ".git").exists()  # refused before git ran
+    path = clone(tmp_path / "path", str(remote.bare), allow_file="true")
+    assert path.proc.returncode == 0, path.proc.stderr
+    assert head(path.repo) == remote.head()
+    assert "git protocols allowed: https, http, ssh, git, file" in path.proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ext::sh -c touch% {marker}", "uses git's ext:: transport; refused"),
+        ("fd::17", "uses git's fd:: transport; refused"),
+        ("foo::https://example.com/x.git", "uses git's foo:: transport; refused"),
+        ("ftp://127.0.0.1/x.git", "scheme 'ftp' is not allowed (allowed: https, http, ssh, git)"),
+        ("git+ssh://127.0.0.1/x.git", "scheme 'git+ssh' is not allowed"),
+        ("-uhello", "looks like an option; refused"),
+        ("--upload-pack=touch {marker}", "looks like an option; refused"),
+        ("ssh://-oProxyCommand=touch%20{marker}/x.git", "has an option-like host; refused"),
+        ("u@-oProxyCommand=id:x.git", "has an option-like host; refused"),
+        ("https://example.com/x.git\nfoo", "contains control characters; refused"),
+    ],
+)
+def test_unlisted_transports_and_option_like_urls_are_refused_in_one_line(
+    tmp_path: Path, url: str, message: str
+) -> None:
+    marker = tmp_path / "pwned"
+    c = clone(tmp_path, url.format(marker=marker))
+    assert_one_line_error(c, "error: ")
+    assert message in c.proc.stderr
+    assert "Traceback" not in c.proc.stdout  # clone.log is stdout + stderr
+    assert not marker.exists()
+
+
+def test_option_like_revision_is_refused_in_one_line(tmp_path: Path, remote: Remote) -> None:
+    marker = tmp_path / "pwned"
+    c = clone(tmp_path, remote.url, revision=f"--upload-pack=touch {marker}")
+    assert_one_line_error(c, "error: revision '--upload-pack=touch ")
+    assert "looks like an option; refused" in c.proc.stderr
+    assert not marker.exists()
+
+
+def test_scp_like_and_listed_urls_are_classified_as_git_reads_them() -> None:
+    assert url_scheme("git@github.com:acme/model.git", False) == "ssh"
+    assert url_scheme("github.com:acme/model.git", False) == "ssh"
+    assert url_scheme("ssh://git@github.com/acme/model.git", False) == "ssh"
+    assert url_scheme("https://u:p@github.com/acme/model.git", False) == "https"
+    assert url_scheme("HTTP://example.com/x.git", False) == "http"
+    assert url_scheme("git://127.0.0.1:9418/x.git", False) == "git"
+    assert url_scheme("file:///srv/x.git", True) == "file"
+    assert url_scheme("./relative/x.git", True) == "file"
+    assert url_scheme("/srv/a:b/x.git", True) == "file"  # a '/' before the ':' is a path
+    with pytest.raises(StepError, match="refused"):
+        url_scheme("/srv/x.git", False)
+
+
+def hostile_git_env(tmp_path: Path, marker: Path) -> dict[str, str]:
+    """An environment that lets every transport run and rewrites an http URL to ext::."""
+    trap = f"ext::sh -c touch% {marker}% #"
+    return {
+        "GIT_CONFIG_COUNT": "3",
+        "GIT_CONFIG_KEY_0": "protocol.allow",
+        "GIT_CONFIG_VALUE_0": "always",
+        "GIT_CONFIG_KEY_1": "protocol.ext.allow",
+        "GIT_CONFIG_VALUE_1": "always",
+        "GIT_CONFIG_KEY_2": f"url.{trap}.insteadOf",
+        "GIT_CONFIG_VALUE_2": "http://trap.invalid/",
+        "GIT_ALLOW_PROTOCOL": "ext:http:https",
+    }
+
+
+def test_an_environment_allowing_ext_does_not_make_the_step_run_it(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    env = hostile_git_env(tmp_path, marker)
+    # The danger is real: plain git with this environment runs the ext:: command.
+    subprocess.run(
+        ["git", "ls-remote", "http://trap.invalid/x.git"],
+        env=git_env(**env),
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert marker.exists(), "the hostile environment did not enable ext:: (test is void)"
+    marker.unlink()
+
+    direct = clone(tmp_path / "direct", f"ext::sh -c touch% {marker}", env=env)
+    assert_one_line_error(direct, "error: repository url 'ext::sh -c touch% ")
+    assert not marker.exists()
+    # An allowed URL that the environment rewrites to ext:: is stopped by git's own policy.
+    rewritten = clone(tmp_path / "rewritten", "http://trap.invalid/x.git", env=env)
+    assert_one_line_error(rewritten, "error: cannot clone http://trap.invalid/x.git: ")
+    assert "transport 'ext' not allowed" in rewritten.proc.stderr
+    assert not marker.exists()
+
+
+def test_inline_credentials_reach_no_file_and_no_other_helper(tmp_path: Path) -> None:
+    root = tmp_path / "served"
+    app = Remote.create(root / "private", {"secret.py": "S = 1\n"})
+    password = "inl1ne-pa55-" + os.urandom(4).hex()
+    home = tmp_path / "user-home"
+    home.mkdir()
+    store = home / ".git-credentials"
+    # The user's own helper would otherwise be asked first and be told to store the password.
+    (home / ".gitconfig").write_text(f"[credential]\n\thelper = store --file={store}\n")
+    with GitHttpServer(root, user="u", password=password) as http:
+        store.write_text(f"http://u:stale@127.0.0.1:{http.port}\n")
+        url = http.url(app.bare).replace("://", f"://u:{password}@")
+        c = clone(tmp_path, url, env={"HOME": str(home)}, depth="0", revision=app.head()[:8])
+    assert c.proc.returncode == 0, c.proc.stdout + c.proc.stderr
+    assert head(c.repo) == app.head()
+    assert password not in c.proc.stdout + c.proc.stderr
+    assert files_containing(tmp_path / "ws", password.encode()) == []
+    assert files_containing(c.results, password.encode()) == []
+    assert store.read_text() == f"http://u:stale@127.0.0.1:{http.port}\n"
+    assert "credential." not in c.proc.stdout  # the helper config is not echoed
+
+
+def test_a_submodule_cannot_reach_a_transport_the_clone_may_not_use(tmp_path: Path) -> None:
+    root = tmp_path / "served"
+    lib = Remote.create(root / "lib", {"lib.py": "X = 1\n"})
+    app = Remote.create(root / "app", {"app.py": "print()\n"})
+    app.add_submodule(lib, "vendor/lib")  # a file:// submodule of a git:// superproject
+    with GitDaemon(root) as daemon:
+        url = daemon.url(app.bare)
+        # even with the environment allowing file:// (as tests/gitutil.py does for fixtures)
+        c = clone(tmp_path, url, env=allow_file_protocol())
+        allowed = clone(tmp_path / "ok", url, env=allow_file_protocol(), allow_file="true")
+    assert_one_line_error(c, f"error: cannot check out HEAD of {url}: ")
+    assert "transport 'file' not allowed" in c.proc.stdout + c.proc.stderr
+    assert not (c.repo / "vendor" / "lib" / "lib.py").exists()
+    assert allowed.proc.returncode == 0, allowed.proc.stderr
+    assert (allowed.repo / "vendor" / "lib" / "lib.py").read_text() == "X = 1\n"

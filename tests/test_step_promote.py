@@ -25,7 +25,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def results_env(monkeypatch: pytest.MonkeyPatch, folder: Path) -> Path:
-    for name in ("model-version", "previous-version"):
+    for name in ("model-version", "previous-version", "promoted"):
         monkeypatch.setenv(env_name(name), str(folder / name))
     return folder
 
@@ -51,14 +51,14 @@ def test_promote_twice_moves_champion_and_keeps_previous(
     uri2, run2 = mlflowutil.log_sklearn_model(seed=2)
 
     first = run_promote(tmp_path / "ws", uri1)
-    assert first["results"] == {"model-version": "1", "previous-version": ""}
+    assert first["results"] == {"model-version": "1", "previous-version": "", "promoted": "true"}
     assert aliases() == {"champion": "1"}
 
     second = run_promote(
         tmp_path / "ws", uri2, "--commit", "abc123", "--data-hash", "sha256:beef",
         "--eval-run-id", "evalrun9",
     )  # fmt: skip
-    assert second["results"] == {"model-version": "2", "previous-version": "1"}
+    assert second["results"] == {"model-version": "2", "previous-version": "1", "promoted": "true"}
     assert aliases() == {"champion": "2", "previous-champion": "1"}
     assert (out / "model-version").read_text() == "2"
     assert (out / "previous-version").read_text() == "1"

@@ -290,3 +290,34 @@ def test_a_recorded_failure_is_shown(tmp_path: Path) -> None:
     assert "  - 0.93 >= 0.80 threshold" in md
     assert data["registry"]["error"] == "registry unreachable"
     assert data["missing"] == ["deploy"]
+
+
+def test_a_declined_promotion_and_a_skipped_deploy_are_said(tmp_path: Path) -> None:
+    """A concurrent run promoted first: promote judged again and declined, deploy skipped."""
+    ws = tmp_path / "ws"
+    write(ws, "git-clone", "run-tests", "train", "evaluate")
+    why = "candidate is worse than champion v5 (0.9500); the champion stays"
+    write_record(
+        ws,
+        "promote",
+        {
+            "results": {"model-version": "", "previous-version": "5", "promoted": "false"},
+            "model_name": "churn",
+            "declined": why,
+        },
+    )
+    skipped = "promote declined the candidate (judged again): nothing to deploy: not deployed"
+    write_record(
+        ws,
+        "deploy",
+        {"results": {"url": "", "model-version": "", "smoke-prediction": ""}, "skipped": skipped},
+    )
+    proc = run_report(ws, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    md, data = summary(ws)
+    assert f"`churn` not promoted: {why} (champion: version 5)" in md
+    assert f"Not deployed: {skipped}" in md
+    assert "Serving" not in md
+    steps = {s["name"]: s["outcome"] for s in data["steps"]}
+    assert steps["promote"].startswith("declined: candidate is worse")
+    assert steps["deploy"].startswith("skipped: promote declined")

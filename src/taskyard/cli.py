@@ -18,7 +18,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -29,6 +29,9 @@ from taskyard.cli_extra import add_demo, add_deployments, add_executor_flag, add
 from taskyard.cli_images import add_images
 from taskyard.errors import TaskyardError
 from taskyard.render.emit import ENGINES
+
+if TYPE_CHECKING:
+    from taskyard.run.store import RunRecord
 
 
 class UsageError(TaskyardError):
@@ -80,6 +83,11 @@ def _add_run(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="bind a pipeline workspace to an existing folder (default: a folder in the run)",
     )
     p.add_argument("--max-parallel", type=int, default=4, metavar="N", help="default: 4")
+    p.add_argument(
+        "--run-id",
+        metavar="ID",
+        help="the run's id (default: made up); for supervisors that track the run's folder",
+    )
     add_executor_flag(p)
     p.set_defaults(func=_cmd_run)
 
@@ -91,6 +99,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         pairs(args.workspace, "--workspace"),
         max_parallel=args.max_parallel,
         executor=args.executor,
+        run_id=args.run_id,
     )
 
 
@@ -100,8 +109,10 @@ def execute(
     workspaces: dict[str, str],
     max_parallel: int,
     executor: str = "subprocess",
+    run_id: str | None = None,
 ) -> int:
     """Run a pipeline with live progress; the exit code of ``taskyard run``."""
+    from taskyard.redact import redact
     from taskyard.run import Runner, load_pipeline
     from taskyard.run.progress import Progress
     from taskyard.run.store import CANCELLED, SUCCEEDED
@@ -121,9 +132,10 @@ def execute(
             max_parallel=max_parallel,
             executor=chosen,
             observer=Progress(Console(stderr=False)),
+            run_id=run_id,
         )
     except TaskyardError as e:
-        raise UsageError(str(e)) from e
+        raise UsageError(redact(str(e))) from e  # a bad param value may carry a secret URL
     terminated = []
 
     def on_term(signum: int, frame: object) -> None:
@@ -139,9 +151,30 @@ def execute(
         signal.signal(signal.SIGTERM, previous)
     if record.status == SUCCEEDED:
         return 0
+    # Like every expected failure: one `error:` line on stderr, after the summary.
     if record.status == CANCELLED:
+        how = f"terminated ({signal.Signals(terminated[0]).name})" if terminated else "interrupted"
+        print(f"error: run {record.id} cancelled: {how}", file=sys.stderr)
         return 128 + terminated[0] if terminated else 130
+    print(f"error: run {record.id} failed: {redact(failure(record))}", file=sys.stderr)
     return 1
+
+
+def failure(record: RunRecord) -> str:
+    """Why a run failed, in one line: its first failed task (DAG before finally) and reason."""
+    from taskyard.run.store import FAILED
+
+    failed = [t for t in record.tasks.values() if t.state == FAILED]
+    failed.sort(key=lambda t: t.finally_)
+    if record.reason.startswith("PipelineRunTimeout") or not failed:
+        return record.reason or record.status
+    first = failed[0]
+    line = f"task {first.name!r} failed"
+    if first.reason:
+        line += f": {first.reason}"
+    if len(failed) > 1:
+        line += f" (and {len(failed) - 1} more)"
+    return " ".join(line.split())  # one line, whatever the reason held
 
 
 # ---- runs --------------------------------------------------------------------------------------
@@ -170,20 +203,21 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _cmd_runs_show(args: argparse.Namespace) -> int:
+    from taskyard.redact import redact
     from taskyard.run.progress import summary
     from taskyard.run.store import RunStore
 
     store = RunStore()
     run = store.get(args.run_id)
     if args.log:
-        sys.stdout.write(store.log(run, args.log).read_text(errors="replace"))
+        sys.stdout.write(redact(store.log(run, args.log).read_text(errors="replace")))
         sys.stdout.flush()
         return 0
     con = _out()
     con.print(f"[bold]{escape(run.pipeline)}[/] run [bold]{escape(run.id)}[/]")
     con.print(f"[dim]folder:[/] {escape(run.dir)}")
-    for key, value in run.params.items():
-        con.print(f"[dim]param[/] {escape(key)} = {escape(value)}")
+    for key, value in run.params.items():  # stored redacted; redacted again for older records
+        con.print(f"[dim]param[/] {escape(key)} = {escape(redact(value))}")
     for key, value in run.workspaces.items():
         con.print(f"[dim]workspace[/] {escape(key)} = {escape(value or '(unbound)')}")
     con.print()

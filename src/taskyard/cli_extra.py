@@ -45,7 +45,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from taskyard.demo import publish
 
     url, commit = publish()
-    params = {"repo-url": url, "revision": commit, **pairs(args.param, "-p")}
+    # The example is a local bare repository: git-clone refuses file:// unless allowed.
+    params = {
+        "repo-url": url,
+        "revision": commit,
+        "allow-file-url": "true",
+        **pairs(args.param, "-p"),
+    }
     Console(highlight=False).print(f"example repository {url} at [bold]{commit[:12]}[/]")
     code = execute(args.pipeline, params, {}, max_parallel=4, executor=args.executor)
     if code == 0 and params.get("keep-serving", "true") == "true":
@@ -75,9 +81,9 @@ def cmd_deployments(args: argparse.Namespace) -> int:
     if not found:
         print("no local deployments are running")
         return 0
-    table = Table("model", "version", "alias", "url", "pid", "started", box=None)
+    table = Table("model", "version", "alias", "state", "url", "pid", "started", box=None)
     for d in found:
-        table.add_row(d.model, d.version, d.alias, d.url, str(d.pid), d.started)
+        table.add_row(d.model, d.version, d.alias, d.state, d.url, str(d.pid), d.started)
     Console(highlight=False).print(table)
     return 0
 
@@ -85,10 +91,11 @@ def cmd_deployments(args: argparse.Namespace) -> int:
 def cmd_deployments_stop(args: argparse.Namespace) -> int:
     from taskyard import deployments
 
-    dep = deployments.stop(args.name)
-    if dep is None:
+    stopped = deployments.stop(args.name)
+    if not stopped:
         raise TaskyardError(f"no running local deployment of {args.name!r}")
-    print(f"stopped {dep.model} version {dep.version} ({dep.url})")
+    for dep in stopped:
+        print(f"stopped {dep.model} version {dep.version} ({dep.state}, {dep.url})")
     return 0
 
 

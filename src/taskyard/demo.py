@@ -1,7 +1,8 @@
 """The main job: the bundled example project as a real git remote, run through the pipeline.
 
 Nothing is faked: the example is committed into a local bare repository under the taskyard home
-and the pipeline clones it through the ``git-clone`` step like any other remote.
+and the pipeline clones it through the ``git-clone`` step like any other remote (with the
+pipeline param ``allow-file-url=true``: git-clone refuses ``file://`` URLs by default).
 """
 
 from __future__ import annotations

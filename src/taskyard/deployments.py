@@ -1,40 +1,41 @@
-"""Local model servers: start, wait for health, smoke-test, stop, list.
+"""Local model servers: records, start, stop, list.
 
-Each server is ``mlflow models serve --env-manager local`` in its own session, so it outlives the
-step that started it and is stopped as a whole process group. Its record lives in
-``deployments_dir()/<name>/deployment.json``; a record whose pid is gone, or reused by another
-command line, is stale and gets cleaned. No CLI or rich code here: the deploy step and the
-``taskyard deployments`` command both build on it.
+Each server is ``python -m taskyard.serving`` (MLflow's scoring app) in its own session, so it
+outlives the step that started it and is stopped as a whole process group. Its record lives in
+the model's folder under ``deployments_dir()``:
+
+- ``starting-<pid>.json``: written right after the process starts and **before** it is waited
+  on, so a server whose deploy is killed mid-way is still listed by ``taskyard deployments``
+  and can be stopped;
+- ``deployment.json``: the server that passed its smoke test and serves the model now (the
+  starting record is renamed onto it, atomically).
+
+A record whose pid is gone, or reused by another command line, is stale and gets cleaned. No CLI
+or rich code here: the deploy step and ``taskyard deployments`` both build on it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from taskyard._os import pid_alive
-from taskyard.errors import StepError
 from taskyard.home import deployments_dir
+from taskyard.locks import model_folder
 
 RECORD = "deployment.json"
 LOG = "server.log"
-SMOKE_PREVIEW_BYTES = 300
+SERVING, STARTING = "serving", "starting"
 
 
 @dataclass
@@ -54,39 +55,47 @@ class Deployment:
     cmdline: list[str]
     log: str
     started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    state: str = SERVING
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-
-# --- where records live -------------------------------------------------------------------
-
-
-def slug(name: str) -> str:
-    """A registered model name as a folder name (names may hold '/', spaces...)."""
-    s = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
-    if not s:
-        raise StepError(f"cannot use {name!r} as a deployment name")
-    return s
+    @property
+    def path(self) -> Path:
+        name = RECORD if self.state == SERVING else f"{STARTING}-{self.pid}.json"
+        return model_folder(self.name) / name
 
 
-def folder(name: str) -> Path:
-    return deployments_dir() / slug(name)
+# --- records ------------------------------------------------------------------------------
 
 
-def load(name: str) -> Deployment | None:
-    path = folder(name) / RECORD
+def _read(path: Path) -> Deployment | None:
     try:
         return Deployment(**json.loads(path.read_text()))
     except FileNotFoundError:
         return None
-    except (ValueError, TypeError):  # a corrupt record is as good as a stale one
+    except (OSError, ValueError, TypeError):  # a corrupt record is as good as a stale one
         path.unlink(missing_ok=True)
         return None
 
 
+def load(name: str) -> Deployment | None:
+    """The serving record of model ``name`` (alive or not)."""
+    return _read(model_folder(name) / RECORD)
+
+
+def records(name: str) -> list[Deployment]:
+    """Every record of model ``name``: the serving one first, then starting ones."""
+    return records_in(model_folder(name))
+
+
+def records_in(folder: Path) -> list[Deployment]:
+    paths = [folder / RECORD, *sorted(folder.glob(f"{STARTING}-*.json"))]
+    return [d for d in map(_read, paths) if d is not None]
+
+
 def save(dep: Deployment) -> Path:
-    path = folder(dep.name) / RECORD
+    path = dep.path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(dep.to_dict(), indent=2) + "\n")
@@ -94,24 +103,19 @@ def save(dep: Deployment) -> Path:
     return path
 
 
+def commit(dep: Deployment) -> None:
+    """A starting server passed its smoke test: it becomes the model's serving record."""
+    starting = dep.path
+    dep.state = SERVING
+    save(dep)
+    starting.unlink(missing_ok=True)
+
+
 def forget(dep: Deployment) -> None:
     """Drop the record, unless another deploy already replaced it with its own."""
-    current = load(dep.name)
+    current = _read(dep.path)
     if current is not None and current.pid == dep.pid:
-        (folder(dep.name) / RECORD).unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def lock(name: str) -> Iterator[None]:
-    """Serialise deploys of one model, so two never race for its record or port."""
-    d = folder(name)
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+        dep.path.unlink(missing_ok=True)
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -141,7 +145,8 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def _running(pid: int) -> bool:
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie."""
     if not Path("/proc").is_dir():  # no procfs: signal 0 is the best we have
         return pid_alive(pid)
     _reap(pid)
@@ -151,7 +156,7 @@ def _running(pid: int) -> bool:
 
 def alive(dep: Deployment) -> bool:
     """The recorded server still runs: its pid exists and still runs the recorded command."""
-    if not _running(dep.pid):
+    if not running(dep.pid):
         return False
     cmd = _cmdline(dep.pid)
     return cmd is None or cmd == dep.cmdline  # None: no procfs to compare against
@@ -180,7 +185,7 @@ def _ours(pid: int) -> bool:
     cmd = _cmdline(pid)
     if cmd is None:
         return not Path("/proc").is_dir()  # no procfs: trust the recorded group
-    return any("mlflow" in a or "uvicorn" in a for a in cmd)
+    return any(a == SERVER_MODULE or "mlflow" in a or "uvicorn" in a for a in cmd)
 
 
 def stop_process_group(pgid: int, pid: int, grace: float = 10.0) -> bool:
@@ -209,34 +214,33 @@ def stop_deployment(dep: Deployment, grace: float = 10.0) -> bool:
     return stopped
 
 
-def stop(name: str, grace: float = 10.0) -> Deployment | None:
-    """Stop the deployment recorded under ``name``; None when there was none (or it was stale)."""
-    dep = load(name)
-    if dep is None:
-        return None
-    was_alive = alive(dep)
-    stop_deployment(dep, grace)
-    return dep if was_alive else None
+def stop(name: str, grace: float = 10.0) -> list[Deployment]:
+    """Stop every server recorded for model ``name`` (serving and starting); the live ones."""
+    stopped = []
+    for dep in records(name):
+        was_alive = alive(dep)
+        stop_deployment(dep, grace)
+        if was_alive:
+            stopped.append(dep)
+    return stopped
 
 
 def list_deployments() -> list[Deployment]:
-    """Live deployments; stale records are removed on the way."""
+    """Live servers of every model, serving and starting; stale records are removed."""
     root = deployments_dir()
     found = []
-    for path in sorted(root.glob(f"*/{RECORD}")) if root.is_dir() else []:
-        try:
-            dep = Deployment(**json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError):
-            path.unlink(missing_ok=True)
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if not folder.is_dir():
             continue
-        if alive(dep):
-            found.append(dep)
-        else:
-            path.unlink(missing_ok=True)
+        for dep in records_in(folder):
+            if alive(dep):
+                found.append(dep)
+            else:
+                dep.path.unlink(missing_ok=True)
     return found
 
 
-# --- starting and probing -------------------------------------------------------------------
+# --- starting -------------------------------------------------------------------------------
 
 
 def connect_host(host: str) -> str:
@@ -262,17 +266,20 @@ def port_free(host: str, port: int) -> bool:
 
 
 def free_port(host: str) -> int:
-    """Ask the kernel for a free port (mlflow treats -p 0 as 'use the default 5000')."""
+    """Ask the kernel for a free port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
+SERVER_MODULE = "taskyard.serving"
+
+
 def serve_command(model_uri: str, host: str, port: int) -> list[str]:
     return [
-        sys.executable, "-m", "mlflow", "models", "serve",
-        "-m", model_uri, "--env-manager", "local", "-h", host, "-p", str(port), "-w", "1",
+        sys.executable, "-m", SERVER_MODULE,
+        "--model-uri", model_uri, "--host", host, "--port", str(port),
     ]  # fmt: skip
 
 
@@ -287,15 +294,13 @@ def start(
     port: int,
     tracking_uri: str,
 ) -> tuple[Deployment, subprocess.Popen[bytes]]:
-    """Start a detached server (own session = own process group); it is not recorded yet."""
-    d = folder(name)
+    """Start a detached server (own session = own process group) and record it as starting."""
+    d = model_folder(name)
     d.mkdir(parents=True, exist_ok=True)
     log = d / LOG
     if log.exists():  # a server still running keeps writing to its (renamed) file
         log.replace(d / f"{LOG}.prev")
     env = dict(os.environ)
-    # env-manager local runs `uvicorn` from PATH: the venv's bin must come first.
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["MLFLOW_TRACKING_URI"] = tracking_uri
     cmd = serve_command(model_uri, host, port)
     with open(log, "ab") as out:
@@ -321,166 +326,7 @@ def start(
         pgid=proc.pid,  # start_new_session: the leader's pid is the group id
         cmdline=cmd,
         log=str(log),
+        state=STARTING,
     )
+    save(dep)
     return dep, proc
-
-
-def last_log_line(dep: Deployment) -> str:
-    try:
-        lines = [ln.strip() for ln in Path(dep.log).read_text(errors="replace").splitlines()]
-    except OSError:
-        return ""
-    lines = [ln for ln in lines if ln]
-    return lines[-1][:300] if lines else ""
-
-
-def wait_healthy(dep: Deployment, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
-    """Poll /ping until 200; fail fast when the server process dies."""
-    deadline = time.monotonic() + timeout
-    while True:
-        exited = proc.poll() if proc is not None else (None if _running(dep.pid) else -1)
-        if exited is not None:
-            tail = last_log_line(dep)
-            raise StepError(
-                f"the model server exited (code {exited}) before becoming healthy"
-                + (f": {tail}" if tail else "")
-            )
-        for path in ("/ping", "/health"):
-            try:
-                with urllib.request.urlopen(dep.url + path, timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (OSError, urllib.error.URLError):
-                pass
-        if time.monotonic() > deadline:
-            tail = last_log_line(dep)
-            raise StepError(
-                f"the model server at {dep.url} was not healthy after {timeout:.0f}s"
-                + (f" (last log line: {tail})" if tail else "")
-            )
-        time.sleep(0.5)
-
-
-# --- smoke test ------------------------------------------------------------------------------
-
-
-def _sample(type_name: str) -> Any:
-    t = type_name.lower()
-    if t in ("boolean", "bool"):
-        return False
-    if t.startswith(("int", "long", "uint")):
-        return 0
-    if t.startswith(("float", "double")):
-        return 0.0
-    if t in ("datetime",):
-        return "2024-01-01T00:00:00"
-    return "a"
-
-
-def _tensor(dtype: str, shape: tuple[int, ...]) -> Any:
-    value = _sample(dtype)
-    dims = [1 if d is None or d < 0 else d for d in shape] or [1]
-    for d in reversed(dims):
-        value = [value] * d
-    return value
-
-
-def payload_from_schema(schema: Any) -> dict[str, Any]:
-    """One synthetic row from the signature's input schema, in the serving JSON format."""
-    from mlflow.types.schema import ColSpec, TensorSpec
-
-    inputs = schema.inputs
-    if inputs and all(isinstance(i, TensorSpec) for i in inputs):
-        if len(inputs) == 1 and not inputs[0].name:
-            return {"inputs": _tensor(str(inputs[0].type), inputs[0].shape)}
-        return {"inputs": {i.name: _tensor(str(i.type), i.shape) for i in inputs}}
-    row = []
-    for col in inputs:
-        t = col.type
-        row.append(_sample(t.name if isinstance(col, ColSpec) and hasattr(t, "name") else str(t)))
-    names = [c.name for c in inputs]
-    if all(names):
-        return {"dataframe_split": {"columns": names, "data": [row]}}
-    return {"inputs": [row]}
-
-
-def smoke_payload(model_uri: str) -> dict[str, Any]:
-    """The logged serving example if the model has one, else a row built from its signature."""
-    from mlflow.models import Model
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-    try:
-        meta = Model.load(model_uri)
-    except Exception as e:
-        raise StepError(f"cannot read the MLmodel of {model_uri}: {str(e).splitlines()[0]}") from e
-    example = (meta.saved_input_example_info or {}).get("serving_input_path")
-    if example:
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                path = get_artifact_repository(model_uri).download_artifacts(example, tmp)
-                return json.loads(Path(path).read_text())
-            except Exception:
-                pass  # fall back to the signature
-    if meta.signature is None or meta.signature.inputs is None:
-        raise StepError(
-            f"{model_uri} has neither an input example nor a signature; cannot build a smoke "
-            "request (log the model with a signature)"
-        )
-    return payload_from_schema(meta.signature.inputs)
-
-
-def _rows(payload: dict[str, Any]) -> int | None:
-    if "dataframe_split" in payload:
-        return len(payload["dataframe_split"].get("data", []))
-    for key in ("dataframe_records", "instances", "inputs"):
-        value = payload.get(key)
-        if isinstance(value, list):
-            return len(value)
-    return None
-
-
-def _http_error(e: urllib.error.HTTPError) -> str:
-    """The scoring server's message, plus the exception it caught (last traceback line)."""
-    text = e.read().decode(errors="replace").strip()
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return text.splitlines()[0][:200] if text else e.reason
-    message = str(body.get("message", "")).strip().splitlines()
-    trace = [ln.strip() for ln in str(body.get("stack_trace", "")).splitlines() if ln.strip()]
-    head = message[0][:200] if message else str(e.reason)
-    return f"{head} (cause: {trace[-1][:200]})" if trace else head
-
-
-def smoke(dep: Deployment, payload: dict[str, Any], timeout: float = 60.0) -> str:
-    """POST the payload to /invocations; return the answer's text when it predicts every row."""
-    req = urllib.request.Request(
-        dep.url + "/invocations",
-        data=json.dumps(payload).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            body = r.read().decode(errors="replace")
-    except urllib.error.HTTPError as e:
-        raise StepError(f"smoke request got HTTP {e.code}: {_http_error(e)}") from e
-    except OSError as e:
-        raise StepError(f"smoke request to {dep.url}/invocations failed: {e}") from e
-    try:
-        answer = json.loads(body)
-    except ValueError as e:
-        raise StepError(f"smoke answer is not JSON: {body[:100]!r}") from e
-    preds = answer.get("predictions") if isinstance(answer, dict) else None
-    if preds is None:
-        raise StepError(f"smoke answer has no predictions: {body[:100]!r}")
-    want = _rows(payload)
-    got = len(preds) if isinstance(preds, list) else None
-    if isinstance(preds, dict):  # one list per named output
-        lens = {len(v) for v in preds.values() if isinstance(v, list)}
-        got = lens.pop() if len(lens) == 1 else None
-    if want is not None and got != want:
-        raise StepError(f"smoke answer has {got} predictions for {want} rows")
-    if want is None and not preds:
-        raise StepError("smoke answer has no predictions")
-    return body[:SMOKE_PREVIEW_BYTES]

@@ -20,6 +20,14 @@ Choices, and why:
 - ``--init`` so SIGTERM reaches the step (PID 1 ignores it) and zombies are reaped; containers
   are named ``taskyard-<run>-<task>-<rand>``, labelled, removed (``--rm``), and stopped with
   ``docker kill`` when a timeout or Ctrl-C stops the task.
+- The ``docker run`` client dies with the runner, as a subprocess step does: it gets SIGTERM
+  from the kernel when the runner dies (``PR_SET_PDEATHSIG``, run/executor.py). An attached,
+  non-TTY ``docker run`` proxies the signals it receives to the container ("--sig-proxy
+  true: Proxy received signals to the process", the default; docs.docker.com/reference/cli/
+  docker/container/run/), ``--init`` hands SIGTERM to the step, the step cleans up and exits,
+  and ``--rm`` removes the container. A step that ignores SIGTERM keeps its container until
+  someone runs ``docker rm -f`` (``running(run_id)`` lists them): with the runner gone, no one
+  is left to escalate to SIGKILL.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from typing import BinaryIO
 from taskyard.errors import RunError
 from taskyard.home import deployments_dir, home
 from taskyard.images import image_exists, require_docker
-from taskyard.run.executor import Invocation, Layout, Process, host_gpus
+from taskyard.run.executor import Invocation, Layout, Process, die_with_parent, host_gpus
 
 _URL = re.compile(r"^(sqlite:///|file://)(/\S+)$")
 _HTTP = re.compile(r"^https?://", re.I)
@@ -157,6 +165,8 @@ class DockerExecutor:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # SIGTERM when the runner dies; the client proxies it to the container (see top).
+            preexec_fn=die_with_parent(),
         )
         return _Container(popen, argv[argv.index("--name") + 1], self.grace)
 

@@ -5,17 +5,27 @@ results folder (host paths here; mount points in a container)? The resolver subs
 ``$(workspaces.W.path)`` and ``$(results.R.path)`` with those. ``start``: run the resolved
 command with stdout+stderr going to the task's log, and hand back a :class:`Process` the
 scheduler can wait on and stop. A docker executor implements the same two methods.
+
+A step dies with its runner. Each child asks the kernel for SIGTERM when its parent dies
+(Linux ``PR_SET_PDEATHSIG``, set between fork and exec by :func:`die_with_parent`), so a
+SIGKILLed ``taskyard run`` leaves no step behind: the step's SIGTERM handler (steps/_cli.py)
+cleans up and takes its own process group with it. The kernel sends the signal when the
+*thread* that forked the child exits, not only the process: the runner starts every attempt
+of a task from that task's worker thread, which lives until the attempt has been waited for
+(run/runner.py ``_attempts``), so the signal only comes when the runner itself is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import select
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -114,6 +124,41 @@ def _pidfd_wait(pid: int, timeout: float) -> bool:
     return True
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()  # looked up once, here: the child between fork and exec only calls it
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get ``sig`` when this process dies; None off Linux.
+
+    No race with a parent that dies during the fork: after asking for the signal the child
+    checks that its parent is still the process that forked it, and exits at once if not.
+    The child only calls prctl (bound beforehand) and getppid: no import, no logging, nothing
+    that needs a lock another runner thread might have held at fork time.
+    """
+    if _PRCTL is None:
+        return None
+    prctl, parent = _PRCTL, os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(128 + int(sig))  # the runner died before the signal was armed
+
+    return preexec
+
+
 def host_gpus() -> int:
     """NVIDIA GPUs the driver exposes, honouring ``CUDA_VISIBLE_DEVICES`` (no CUDA import)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -137,7 +182,10 @@ class SubprocessExecutor:
 
     name = "subprocess"
 
-    def __init__(self, grace: float = 5.0) -> None:
+    def __init__(self, grace: float = 10.0) -> None:
+        # SIGTERM, then SIGKILL after `grace` s: room for a step's cleanup (deploy rolls back
+        # and stops its server). Kubernetes gives a pod 30 s (terminationGracePeriodSeconds).
+        # The docker executor waits 10 s too.
         self.grace = grace
         self.bin_dir = os.path.dirname(sys.executable)
 
@@ -166,5 +214,6 @@ class SubprocessExecutor:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
         return _Subprocess(popen, self.grace)

@@ -2,6 +2,8 @@
 
 Both forms end with the same summary table (task, state, attempts, duration, results, reason)
 and the pipeline's results; ``taskyard runs show`` prints that summary for a past run.
+
+A live run's record holds real values; everything shown here is redacted (taskyard.redact).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from taskyard.redact import redact
 from taskyard.run.store import (
+    ABANDONED,
     CANCELLED,
     FAILED,
     PENDING,
@@ -33,7 +37,7 @@ STYLE = {
     FAILED: "bold red",
     SKIPPED: "yellow",
     CANCELLED: "magenta",
-    "Abandoned": "magenta",
+    ABANDONED: "magenta",
 }
 MAX_RESULT_CHARS = 48
 
@@ -61,7 +65,7 @@ def _attempts(t: TaskRecord) -> str:
 
 
 def _short(value: str) -> str:
-    value = value.strip().replace("\n", " ")
+    value = redact(value).strip().replace("\n", " ")
     return value if len(value) <= MAX_RESULT_CHARS else value[: MAX_RESULT_CHARS - 1] + "…"
 
 
@@ -85,7 +89,7 @@ def task_table(run: RunRecord, *, live: bool = False, results: bool = True) -> T
         row = [name, _state(t.state), _attempts(t), fmt_duration(t.duration)]
         if results:
             row.append(escape(_results(t.results)))
-        row.append(Text(t.reason, style="dim"))
+        row.append(Text(redact(t.reason), style="dim"))
         table.add_row(*row)
     return table
 
@@ -103,7 +107,7 @@ def summary(run: RunRecord, console: Console) -> None:
             console.print(f"  {k} = {escape(_short(v))}", highlight=False)
     console.print()
     status = run.display_status()
-    reason = f" ({run.reason})" if run.reason and run.reason != status else ""
+    reason = f" ({redact(run.reason)})" if run.reason and run.reason != status else ""
     line = Text.assemble(
         (status, STYLE.get(status, "")),
         f"{reason} in {fmt_duration(run.duration)} — run {run.id}",
@@ -154,7 +158,7 @@ class Progress:
         elif t.state in TERMINAL:
             detail = f" {fmt_duration(t.duration)}" if t.attempts else ""
             if t.reason:
-                detail += f" ({t.reason})"
+                detail += f" ({redact(t.reason)})"
         self.console.print(
             Text.assemble(f"{stamp} {t.name} ", (t.state, STYLE.get(t.state, "")), detail),
             highlight=False,
@@ -192,6 +196,6 @@ def runs_table(runs: list[RunRecord]) -> Table:
             fmt_duration(r.duration),
         ]
         if with_reason:
-            row.append(Text(reason(r), style="dim"))
+            row.append(Text(redact(reason(r)), style="dim"))
         table.add_row(*row)
     return table

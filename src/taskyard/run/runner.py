@@ -15,6 +15,15 @@ Semantics, as Tekton's (so a local run behaves like the cluster run):
 - a task timeout (per attempt, as Tekton's) and the pipeline timeout kill the process group;
   the pipeline timeout stops the DAG, and ``finally`` still runs (Tekton's ``timeouts.tasks``);
 - Ctrl-C stops every running task and does not start ``finally``.
+
+Every attempt of a task is started *and waited for* on that task's worker thread: a step's
+parent-death signal (run/executor.py) fires when the thread that forked it exits, so the
+thread must outlive the step, which it does (``_attempts`` returns only after ``wait`` has
+reaped it; only a runner bug escaping ``wait`` ends it early, and then the step is stopped).
+
+Secrets: ``self.params`` and the in-memory record keep real values (bindings need them);
+``run.json`` stores them redacted (run/store.py), and what the runner itself writes into a
+task's log is redacted too.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from typing import Protocol
 from taskyard._os import empty_dir
 from taskyard.errors import RunError
 from taskyard.home import default_tracking_uri
+from taskyard.redact import redact
 from taskyard.run.executor import Executor, Invocation, Process, SubprocessExecutor
 from taskyard.run.resolve import (
     Context,
@@ -133,6 +143,7 @@ class Runner:
         executor: Executor | None = None,
         store: RunStore | None = None,
         observer: Observer | None = None,
+        run_id: str | None = None,
     ) -> None:
         if max_parallel < 1:
             raise RunError(f"--max-parallel must be at least 1, got {max_parallel}")
@@ -143,6 +154,7 @@ class Runner:
         self.executor: Executor = executor or SubprocessExecutor()
         self.store = store or RunStore()
         self.observer = observer
+        self.run_id = run_id
         self._events: queue.Queue[tuple] = queue.Queue()
         self._lock = threading.Lock()
         self._active: dict[str, _Active] = {}
@@ -156,7 +168,7 @@ class Runner:
     # ---- the run ---------------------------------------------------------------------------
     def run(self) -> RunRecord:
         spec = self.spec
-        rec = self.record = self.store.create(spec.name)
+        rec = self.record = self.store.create(spec.name, self.run_id)
         rec.params = dict(self.params)
         rec.executor = self.executor.name
         self.workspaces: dict[str, Path | None] = {}
@@ -400,20 +412,24 @@ class Runner:
         reason = ""
         log_path = self.record.tasks[pt.name].log
         with open(log_path, "ab", buffering=0) as log:
+
+            def note(line: str) -> None:
+                log.write((redact(line) + "\n").encode())
+
             if pt.name in self._notes:
-                log.write(f"taskyard: {self._notes[pt.name]}\n".encode())
+                note(f"taskyard: {self._notes[pt.name]}")
             for attempt in range(1, total + 1):
                 if attempt > 1:
                     self._events.put(("attempt", pt.name, attempt, reason))
                     empty_dir(inv.results_dir)  # a retry starts with no results, as in Tekton
                 if total > 1:
                     after = f" (previous: {reason})" if reason else ""
-                    log.write(f"=== attempt {attempt}/{total}{after} ===\n".encode())
+                    note(f"=== attempt {attempt}/{total}{after} ===")
                 try:
                     proc = self.executor.start(inv, log)
                 except OSError as e:
                     reason = f"cannot start {inv.command[0]!r}: {e.strerror or e}"
-                    log.write(f"error: {reason}\n".encode())
+                    note(f"error: {reason}")
                     continue
                 with self._lock:
                     active.proc = proc
@@ -431,7 +447,7 @@ class Runner:
                     return SUCCEEDED, "", _read_results(pt, inv.results_dir)
                 if code is None:
                     reason = f"timed out after {pt.timeout}s"
-                    log.write(f"error: {reason}; its process group was killed\n".encode())
+                    note(f"error: {reason}; its process group was killed")
                 else:
                     reason = _step_error(log_path) or _exit_reason(code)
         if total > 1:

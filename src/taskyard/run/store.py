@@ -9,13 +9,24 @@ Layout of ``<runs_dir>/<run-id>/``::
 
 ``run.json`` is rewritten atomically (temp file + rename) each time a state changes, so a
 reader (``taskyard runs``, a second terminal, the lead's demo) never sees half a record.
+
+What is stored is redacted (:mod:`taskyard.redact`): params, results and reasons lose any
+``user:password@`` of a URL. The runner keeps the real values in memory for binding.
+
+A run whose runner died (SIGKILL, OOM, a reboot) cannot finish its own record. Whoever reads
+it next (``taskyard runs``, ``RunStore.list/get``) sees that the runner's pid is gone, or now
+belongs to another process (its start time, /proc/<pid>/stat field 22, differs from the one
+recorded), and rewrites the record once as ``Abandoned``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import secrets
+import socket
 import time
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -25,6 +36,7 @@ from typing import Any
 from taskyard import home
 from taskyard._os import pid_alive
 from taskyard.errors import RunError
+from taskyard.redact import redact, redact_values
 
 # Task states (Tekton's reasons, trimmed to what a local run can reach).
 PENDING = "Pending"
@@ -33,9 +45,39 @@ SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 SKIPPED = "Skipped"
 CANCELLED = "Cancelled"
-TERMINAL = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELLED})
+# A run (never a task) whose runner process died before it could finish the record.
+ABANDONED = "Abandoned"
+TERMINAL = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELLED, ABANDONED})
+ABANDONED_REASON = "the runner process died (killed?)"
 
 RECORD = "run.json"
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def process_start(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks after boot, /proc/<pid>/stat field 22), or None.
+
+    With the pid, it names one process for good: a pid reused after a reboot or a wrap-around
+    has another start time.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    # Field 2 (comm) is in parentheses and may hold spaces or ')': split after the last ')'.
+    rest = stat.rpartition(")")[2].split()
+    try:
+        return int(rest[22 - 3])  # rest[0] is field 3
+    except (IndexError, ValueError):
+        return None
+
+
+def _hostname() -> str:
+    try:
+        return socket.gethostname()
+    except OSError:
+        return ""
 
 
 @dataclass
@@ -63,9 +105,12 @@ class TaskRecord:
         return (self.ended or time.time()) - self.started
 
     def to_json(self) -> dict[str, Any]:
+        """The stored form: results and reason redacted."""
         data = dict(vars(self))
         data["finally"] = data.pop("finally_")
         data["duration"] = self.duration
+        data["results"] = redact_values(self.results)
+        data["reason"] = redact(self.reason)
         return data
 
     @classmethod
@@ -91,7 +136,10 @@ class RunRecord:
     tasks: dict[str, TaskRecord] = field(default_factory=dict)
     results: dict[str, str] = field(default_factory=dict)
     executor: str = "subprocess"
+    # The runner process: pid, its start time and host, to tell a dead runner from a live one.
     pid: int = field(default_factory=os.getpid)
+    pid_start: int | None = field(default_factory=lambda: process_start(os.getpid()))
+    host: str = field(default_factory=_hostname)
 
     @property
     def path(self) -> Path:
@@ -105,21 +153,59 @@ class RunRecord:
     def succeeded(self) -> bool:
         return self.status == SUCCEEDED
 
+    def runner_alive(self) -> bool:
+        """Whether the process that runs this run still exists (the same process, not its pid).
+
+        A record from another host cannot be judged here (a shared home): it counts as alive.
+        """
+        if self.host and self.host != _hostname():
+            return True
+        if not pid_alive(self.pid):
+            return False
+        if self.pid_start is not None:
+            now = process_start(self.pid)
+            if now is not None and now != self.pid_start:
+                return False  # the pid was reused by another process
+        return True
+
+    @property
+    def abandoned(self) -> bool:
+        """Pending/Running, but its runner is gone: nobody will ever finish this record."""
+        return self.status in (PENDING, RUNNING) and not self.runner_alive()
+
     def display_status(self) -> str:
         """The stored status, or ``Abandoned`` for a run whose process died mid-run."""
-        if self.status in (PENDING, RUNNING) and not pid_alive(self.pid):
-            return "Abandoned"
-        return self.status
+        return ABANDONED if self.abandoned else self.status
+
+    def abandon(self, now: float | None = None) -> None:
+        """Mark the run as ended by its runner's death; unfinished tasks become Cancelled."""
+        now = time.time() if now is None else now
+        self.status = ABANDONED
+        self.reason = ABANDONED_REASON
+        self.ended = now
+        for t in self.tasks.values():
+            if t.state in (PENDING, RUNNING):
+                t.state = CANCELLED
+                t.reason = "runner died"
+                if t.started is not None:
+                    t.ended = now
 
     def to_json(self) -> dict[str, Any]:
+        """The stored form: params, results and reasons redacted."""
         data = {k: v for k, v in vars(self).items() if k != "tasks"}
         data["duration"] = self.duration
+        data["params"] = redact_values(self.params)
+        data["results"] = redact_values(self.results)
+        data["reason"] = redact(self.reason)
         data["tasks"] = {name: task.to_json() for name, task in self.tasks.items()}
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunRecord:
         data = _known(cls, data)
+        # Records written before these fields existed: unknown, not this process's values.
+        data.setdefault("pid_start", None)
+        data.setdefault("host", "")
         tasks = {}
         for name, t in data.pop("tasks", {}).items():
             tasks[name] = TaskRecord.from_json(t)
@@ -131,10 +217,16 @@ class RunRecord:
         No ``indent``: json's C encoder only runs without it, and this runs per state change.
         """
         target = os.path.join(self.dir, RECORD)
-        tmp = os.path.join(self.dir, f".{RECORD}.tmp")
-        with open(tmp, "w") as f:
-            f.write(json.dumps(self.to_json(), default=str))
-        os.replace(tmp, target)
+        # A name per writer: a reader marking the run Abandoned may race another reader.
+        tmp = os.path.join(self.dir, f".{RECORD}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
+        try:
+            with open(tmp, "w") as f:
+                f.write(json.dumps(self.to_json(), default=str))
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
 
 def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
@@ -155,15 +247,27 @@ class RunStore:
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root is not None else home.runs_dir()
 
-    def create(self, pipeline: str) -> RunRecord:
-        """Make a fresh run folder (with its sub-folders) and its first record."""
+    def create(self, pipeline: str, run_id: str | None = None) -> RunRecord:
+        """Make a fresh run folder (with its sub-folders) and its first record.
+
+        ``run_id`` is given by a supervisor (``taskyard serve``) that must know the run's folder
+        before the run starts; it must be new.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
-        while True:
-            run_id = new_run_id(pipeline)
+        if run_id is not None:
+            if not RUN_ID.fullmatch(run_id):
+                raise RunError(f"run id {run_id!r} is not valid", "letters, digits, '.', '_', '-'")
             path = self.root / run_id
             try:
                 path.mkdir()
-                break
+            except FileExistsError:
+                raise RunError(f"run {run_id!r} already exists in {self.root}") from None
+        while run_id is None:
+            candidate = new_run_id(pipeline)
+            path = self.root / candidate
+            try:
+                path.mkdir()
+                run_id = candidate
             except FileExistsError:
                 continue
         for sub in ("workspaces", "results", "logs"):
@@ -177,7 +281,7 @@ class RunStore:
         runs = []
         for entry in self.root.iterdir():
             try:
-                runs.append(_read(entry / RECORD))
+                runs.append(_settle(entry / RECORD, _read(entry / RECORD)))
             except (OSError, ValueError, TypeError):
                 continue  # a folder being created, or not a run
         runs.sort(key=lambda r: (r.started, r.id), reverse=True)
@@ -192,7 +296,7 @@ class RunStore:
             return runs[0]
         exact = self.root / run_id / RECORD
         if exact.is_file():
-            return _read(exact)
+            return _settle(exact, _read(exact))
         matches = [r for r in self.list() if r.id.startswith(run_id)]
         if len(matches) == 1:
             return matches[0]
@@ -213,3 +317,19 @@ class RunStore:
 
 def _read(path: Path) -> RunRecord:
     return RunRecord.from_json(json.loads(path.read_text()))
+
+
+def _settle(path: Path, rec: RunRecord) -> RunRecord:
+    """``rec``, rewritten once as Abandoned when its runner died before finishing it."""
+    if not rec.abandoned:
+        return rec
+    # The runner may have written its last record between our read and its exit: re-read.
+    # It is gone now, so what is on disk is final.
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        rec = _read(path)
+    if rec.status not in (PENDING, RUNNING):
+        return rec
+    rec.abandon()
+    with contextlib.suppress(OSError):  # a run folder we may not write: shown, not rewritten
+        rec.save()
+    return rec

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +71,45 @@ def glue_values(argv: list[str], p: argparse.ArgumentParser) -> list[str]:
     return out
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM as an exception, so ``finally`` and ``except BaseException`` blocks clean up.
+
+    Engines stop a step with SIGTERM (Tekton/Argo on pod deletion, the local runner on a
+    timeout, on Ctrl-C, or when the runner itself dies: parent-death signal). Python's default
+    would end the process on the spot and skip every rollback.
+    """
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT back for a cleanup (a rollback) that must not be cut in half;
+    one that arrived meanwhile is delivered when the block ends."""
+    held = {signal.SIGTERM, signal.SIGINT}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _stop_own_group() -> None:
+    """A step leading its process group takes its children (pytest, git) with it."""
+    if os.getpgrp() != os.getpid():
+        return  # started by hand from a shell: the group is not ours to signal
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.killpg(os.getpgrp(), signal.SIGTERM)
+
+
 def main(run: Callable[[argparse.Namespace], None], p: argparse.ArgumentParser) -> None:
     """Parse, run, and turn expected failures into one line on stderr and exit 1."""
     args = p.parse_args(glue_values(sys.argv[1:], p))
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         run(args)
     except TaskyardError as e:
@@ -79,6 +117,10 @@ def main(run: Callable[[argparse.Namespace], None], p: argparse.ArgumentParser) 
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
+    except Terminated:
+        print("error: terminated (SIGTERM)", file=sys.stderr)
+        _stop_own_group()
+        sys.exit(128 + signal.SIGTERM)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
+from taskyard.errors import StepError
 from taskyard.home import default_tracking_uri
 
 
@@ -72,3 +74,36 @@ def experiment(name: str) -> str:
         if exp is None:
             raise
         return exp.experiment_id
+
+
+def one_line(err: BaseException) -> str:
+    """MLflow errors can span pages; the user gets the first meaningful line."""
+    text = str(err).strip() or type(err).__name__
+    line = text.splitlines()[0].strip()
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def registry_client(tracking_uri: str) -> Any:
+    """A client whose registry answered once, so a bad URI fails here with one clear line."""
+    import mlflow
+
+    try:
+        client = mlflow.MlflowClient()
+        client.search_registered_models(max_results=1)
+    except Exception as e:
+        raise StepError(f"cannot use the model registry at {tracking_uri}: {one_line(e)}") from e
+    return client
+
+
+def current_alias(client: Any, name: str, alias: str) -> str | None:
+    """The version ``alias`` points at, or None when the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise StepError(f"cannot read registered model {name!r}: {one_line(e)}") from e
+    version = (model.aliases or {}).get(alias)
+    return str(version) if version is not None else None

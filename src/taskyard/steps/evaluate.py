@@ -53,22 +53,7 @@ def _number(flag: str, value: str, default: float | None) -> float | None:
         raise StepError(f"{flag}: expected a number, got {value!r}") from None
 
 
-def _champion(name: str, alias: str) -> str | None:
-    """The version the alias points at, or None when the model or the alias does not exist."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    try:
-        registered = MlflowClient().get_registered_model(name)
-    except MlflowException as e:
-        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise StepError(f"cannot read registered model {name!r}: {e.message}") from None
-    version = (registered.aliases or {}).get(alias)
-    return str(version) if version is not None else None
-
-
-def _load(uri: str, what: str) -> Any:
+def load_model(uri: str, what: str) -> Any:
     import mlflow
 
     try:
@@ -158,56 +143,108 @@ def _candidate_data_hash(uri: str) -> str | None:
     return tags.get("taskyard.data_hash") or tags.get("data_hash")  # before 0.1.0: untagged name
 
 
+@dataclass
+class Gate:
+    """Everything a decision needs but the champion: so promote can judge again, identically."""
+
+    model_name: str
+    alias: str
+    metric: Metric
+    min_score: float | None
+    min_improvement: float
+    split: project.Holdout
+    data_hash: str
+    experiment: str
+
+
+def gate(
+    source: Path,
+    subdirectory: str,
+    config: str,
+    model_name: str,
+    alias: str,
+    min_score: str,
+    min_improvement: str,
+) -> Gate:
+    """The project's holdout and thresholds, flags over config (empty flag: the config's)."""
+    proj = project.load(source, subdirectory, config)
+    cfg = proj.config
+    metric = METRICS[cfg.metric_name]
+    low = _number("--min-score", min_score, cfg.evaluate.min_score)
+    gain = _number("--min-improvement", min_improvement, cfg.evaluate.min_improvement)
+    assert gain is not None
+    if gain < 0:
+        raise StepError(f"--min-improvement must be >= 0, got {gain:g}")
+    frame = project.load_frame(proj)
+    return Gate(
+        model_name=model_name.strip() or cfg.project.name,
+        alias=alias.strip() or "champion",
+        metric=metric,
+        min_score=low,
+        min_improvement=gain,
+        split=project.holdout(proj, frame),
+        data_hash=project.data_hash(frame),
+        experiment=cfg.experiment,
+    )
+
+
+def score(g: Gate, model: Any, what: str) -> float:
+    try:
+        return evaluate(model, g.metric.name, g.split.x_test, g.split.y_test)
+    except Exception as e:
+        raise StepError(f"cannot score the {what} on the holdout: {e}") from None
+
+
+def judge(g: Gate, candidate_uri: str, candidate_score: float, champion: str | None) -> Decision:
+    """Candidate (already scored) against ``champion`` (a version or None) on ``g``'s holdout."""
+    d = Decision(
+        model_name=g.model_name,
+        metric=g.metric.name,
+        greater_is_better=g.metric.greater_is_better,
+        candidate_uri=candidate_uri,
+        candidate_score=candidate_score,
+        min_score=g.min_score,
+        min_improvement=g.min_improvement,
+        champion_alias=g.alias,
+        holdout_rows=len(g.split.x_test),
+        data_hash=g.data_hash,
+        champion_version=champion,
+    )
+    if champion is not None:
+        model = load_model(f"models:/{g.model_name}/{champion}", "champion")
+        try:
+            d.champion_score = evaluate(model, g.metric.name, g.split.x_test, g.split.y_test)
+        except Exception as e:  # e.g. the features changed since the champion was trained
+            d.notes.append(f"the champion cannot score this holdout ({type(e).__name__}: {e})")
+    trained_on = _candidate_data_hash(candidate_uri)
+    if trained_on and trained_on != d.data_hash:
+        d.notes.append("the candidate was trained on different data than this holdout comes from")
+    return decide(d, g.metric)
+
+
 def run(args: argparse.Namespace) -> None:
     import mlflow
 
-    if not args.model_uri.strip():
+    uri = args.model_uri.strip()
+    if not uri:
         raise StepError("--model-uri is required")
-    proj = project.load(args.source, args.subdirectory, args.config)
-    cfg = proj.config
-    metric = METRICS[cfg.metric_name]
-    min_score = _number("--min-score", args.min_score, cfg.evaluate.min_score)
-    min_improvement = _number(
-        "--min-improvement", args.min_improvement, cfg.evaluate.min_improvement
+    g = gate(
+        args.source,
+        args.subdirectory,
+        args.config,
+        args.model_name,
+        args.champion_alias,
+        args.min_score,
+        args.min_improvement,
     )
-    assert min_improvement is not None
-    if min_improvement < 0:
-        raise StepError(f"--min-improvement must be >= 0, got {min_improvement:g}")
-    frame = project.load_frame(proj)
-    split = project.holdout(proj, frame)
-    model_name = args.model_name.strip() or cfg.project.name
-    alias = args.champion_alias.strip() or "champion"
+    metric, model_name, alias = g.metric, g.model_name, g.alias
+    min_score, min_improvement = g.min_score, g.min_improvement
 
     _mlflow.setup()
-    experiment_id = _mlflow.experiment(cfg.experiment)
-    candidate = _load(args.model_uri.strip(), "candidate")
-    try:
-        cand_score = evaluate(candidate, metric.name, split.x_test, split.y_test)
-    except Exception as e:
-        raise StepError(f"cannot score the candidate on the holdout: {e}") from None
-    d = Decision(
-        model_name=model_name,
-        metric=metric.name,
-        greater_is_better=metric.greater_is_better,
-        candidate_uri=args.model_uri.strip(),
-        candidate_score=cand_score,
-        min_score=min_score,
-        min_improvement=min_improvement,
-        champion_alias=alias,
-        holdout_rows=len(split.x_test),
-        data_hash=project.data_hash(frame),
-    )
-    d.champion_version = _champion(model_name, alias)
-    if d.champion_version is not None:
-        champion = _load(f"models:/{model_name}/{d.champion_version}", "champion")
-        try:
-            d.champion_score = evaluate(champion, metric.name, split.x_test, split.y_test)
-        except Exception as e:  # e.g. the features changed since the champion was trained
-            d.notes.append(f"the champion cannot score this holdout ({type(e).__name__}: {e})")
-    trained_on = _candidate_data_hash(d.candidate_uri)
-    if trained_on and trained_on != d.data_hash:
-        d.notes.append("the candidate was trained on different data than this holdout comes from")
-    decide(d, metric)
+    experiment_id = _mlflow.experiment(g.experiment)
+    cand_score = score(g, load_model(uri, "candidate"), "candidate")
+    champion = _mlflow.current_alias(mlflow.MlflowClient(), model_name, alias)
+    d = judge(g, uri, cand_score, champion)
 
     out = _cli.artifacts_dir(args.source)
     (out / "evaluation.json").write_text(json.dumps(asdict(d), indent=2) + "\n")

@@ -4,6 +4,18 @@ Runs the real ``git`` as argument lists (never a shell string). Credentials from
 ``git-credentials`` / ``ssh-directory`` workspaces live only in a private temporary HOME, so
 they are never written into the clone's config nor printed; URLs are printed with their
 userinfo redacted.
+
+What may be cloned is decided here, not by git's (or the environment's) configuration:
+- only ``https``, ``http``, ``ssh`` (also scp-like ``user@host:path``) and ``git`` URLs, plus
+  ``file://`` URLs and local paths when ``--allow-file true``; ``ext::``/``fd::`` and other
+  remote helpers, other schemes and option-like values (``-…``) are refused with one line;
+- every git command runs with ``protocol.allow=never`` and ``protocol.<scheme>.allow=always``
+  for exactly the allowed schemes (``-c`` beats ``GIT_CONFIG_*`` and config files) and with
+  ``GIT_ALLOW_PROTOCOL`` set to the same list (it overrides any config), so submodules,
+  ``url.*.insteadOf`` rewrites and redirects cannot reach another transport;
+- ``user:password@`` in an http(s) URL never reaches git's argv nor any file: git gets the bare
+  URL and asks a one-shot credential helper that reads the secret from its environment (that
+  helper replaces every other helper for that host, as inline credentials do in git).
 """
 
 from __future__ import annotations
@@ -19,29 +31,29 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from taskyard._os import empty_dir
 from taskyard.errors import StepError
+from taskyard.redact import redact, strip_userinfo
 from taskyard.steps import _cli
 from taskyard.steps._results import write_results
 
 TASK_NAME = "git-clone"
 _HEX = re.compile(r"[0-9a-fA-F]{4,64}")
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
-
-
-def redact(text: str) -> str:
-    """Hide ``user:password@`` in every URL inside ``text``."""
-    return _USERINFO.sub(r"\g<scheme>***@", text)
-
-
-def strip_userinfo(url: str) -> str:
-    """The URL without userinfo, for http(s) only (an ssh user name is not a secret)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+# Schemes a clone may use; "file" (file:// URLs and local paths) only with --allow-file.
+NETWORK_SCHEMES = ("https", "http", "ssh", "git")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+# git's `<transport>::<address>` form runs the remote helper git-remote-<transport> (ext, fd…).
+_HELPER = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)::")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_HOSTPORT = re.compile(r"[A-Za-z0-9._~:%\[\]-]+")
+_USER_ENV, _PASSWORD_ENV = "TASKYARD_GIT_USERNAME", "TASKYARD_GIT_PASSWORD"
+# Answers `get` from the environment; ignores `store`/`erase` (nothing is ever saved).
+_ENV_HELPER = (
+    '!f() { test "$1" = get || exit 0; '
+    f'printf "username=%s\\npassword=%s\\n" "${_USER_ENV}" "${_PASSWORD_ENV}"; }}; f'
+)
 
 
 @dataclass
@@ -51,13 +63,15 @@ class Git:
     cwd: Path
     env: dict[str, str]
     config: tuple[str, ...] = ()  # `-c k=v` pairs; git passes them on to submodule commands
+    policy: tuple[str, ...] = ()  # `-c k=v` pairs too, not echoed (protocols, credentials)
 
     def run(
         self, *args: str, check: bool = True, echo: bool = True
     ) -> subprocess.CompletedProcess[str]:
         """Run ``git args``; print the command, and its output when ``echo``."""
-        cmd = ["git", *(x for kv in self.config for x in ("-c", kv)), *args]
-        print("+ " + redact(shlex.join(cmd)), flush=True)
+        shown = ["git", *(x for kv in self.config for x in ("-c", kv)), *args]
+        print("+ " + redact(shlex.join(shown)), flush=True)
+        cmd = [shown[0], *(x for kv in self.policy for x in ("-c", kv)), *shown[1:]]
         proc = subprocess.run(cmd, cwd=self.cwd, env=self.env, capture_output=True, text=True)
         for stream in (proc.stdout if echo else "", proc.stderr):
             if stream.strip():
@@ -70,8 +84,8 @@ class Git:
         return self.run(*args, echo=echo).stdout.strip()
 
 
-class GitFailed(Exception):
-    """A git command failed; carries git's own one-line reason."""
+class GitFailed(StepError):
+    """A git command failed; carries git's own one-line reason (one line even if uncaught)."""
 
 
 def reason(stderr: str) -> str:
@@ -91,6 +105,89 @@ def auth_hint(message: str) -> str | None:
     if "Permission denied (publickey" in message or "Host key verification failed" in message:
         return "bind the ssh-directory workspace with a key and known_hosts"
     return None
+
+
+def url_scheme(url: str, allow_file: bool) -> str:
+    """The transport git would use for ``url`` (https/http/ssh/git/file), if it is allowed.
+
+    Follows git's own reading of a URL: ``<helper>::…`` first, then ``scheme://…``, then
+    scp-like ``[user@]host:path`` (a ':' before any '/'), else a local path.
+    """
+    shown = redact(url)
+    if url.startswith("-"):
+        raise StepError(f"repository url {shown!r} looks like an option; refused")
+    if _CONTROL.search(url):
+        raise StepError(f"repository url {shown!r} contains control characters; refused")
+    allowed = ", ".join(allowed_schemes(allow_file))
+    if m := _HELPER.match(url):
+        raise StepError(
+            f"repository url {shown!r} uses git's {m.group(1)}:: transport; refused",
+            f"allowed: {allowed}",
+        )
+    if m := _SCHEME.match(url):
+        scheme = m.group(1).lower()
+        host = url[m.end() :].split("/", 1)[0].rsplit("@", 1)[-1]
+    else:
+        colon, slash = url.find(":"), url.find("/")
+        if colon > 0 and (slash < 0 or colon < slash):
+            scheme, host = "ssh", url[:colon].rsplit("@", 1)[-1]  # scp-like user@host:path
+        else:
+            scheme, host = "file", ""  # a local path
+    if scheme == "file" and not allow_file:
+        raise StepError(
+            f"repository url {shown!r} is a local path or file:// URL; refused",
+            "set the allow-file param to true to clone from this machine",
+        )
+    if scheme not in NETWORK_SCHEMES and scheme != "file":
+        raise StepError(f"repository url scheme {scheme!r} is not allowed", f"allowed: {allowed}")
+    if host.startswith("-"):
+        raise StepError(f"repository url {shown!r} has an option-like host; refused")
+    return scheme
+
+
+def allowed_schemes(allow_file: bool) -> tuple[str, ...]:
+    return (*NETWORK_SCHEMES, "file") if allow_file else NETWORK_SCHEMES
+
+
+def protocol_policy(allow_file: bool) -> tuple[tuple[str, ...], dict[str, str]]:
+    """``-c`` pairs and env that allow exactly the allowed schemes, whatever else is set."""
+    schemes = allowed_schemes(allow_file)
+    config = ("protocol.allow=never", *(f"protocol.{s}.allow=always" for s in schemes))
+    return config, {"GIT_ALLOW_PROTOCOL": ":".join(schemes)}
+
+
+def check_revision(revision: str) -> None:
+    if revision.startswith("-"):
+        raise StepError(f"revision {revision!r} looks like an option; refused")
+    if _CONTROL.search(revision):
+        raise StepError(f"revision {revision!r} contains control characters; refused")
+
+
+def inline_credentials(url: str) -> tuple[str, tuple[str, ...], dict[str, str]]:
+    """(URL for git, ``-c`` pairs, env): ``user:password@`` moves to a credential helper.
+
+    http(s) only; an ssh URL keeps its user name (ssh needs it) and loses any password (ssh
+    never reads one from a URL).
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, (), {}
+    userinfo, hostport = parts.netloc.rsplit("@", 1)
+    if parts.scheme.lower() == "ssh":
+        user = userinfo.split(":", 1)[0]
+        return urlunsplit(parts._replace(netloc=f"{user}@{hostport}")), (), {}
+    if parts.scheme.lower() not in ("http", "https"):
+        return url, (), {}
+    user, _, password = userinfo.partition(":")
+    user, password = unquote(user), unquote(password)
+    if _CONTROL.search(user + password):
+        raise StepError("the credentials in the repository url contain control characters")
+    if not _HOSTPORT.fullmatch(hostport):
+        raise StepError(f"repository url {redact(url)!r} has an unusual host; refused")
+    origin = f"{parts.scheme.lower()}://{hostport}"
+    config = (f"credential.{origin}.helper=", f"credential.{origin}.helper={_ENV_HELPER}")
+    bare = urlunsplit(parts._replace(netloc=hostport))
+    return bare, config, {_USER_ENV: user, _PASSWORD_ENV: password}
 
 
 def parse_depth(value: str) -> int:
@@ -226,21 +323,32 @@ def clone(args: argparse.Namespace) -> dict[str, str]:
     url, shown = args.url.strip(), redact(args.url.strip())
     if not url:
         raise StepError("no repository url given (--url is empty)")
+    url_scheme(url, args.allow_file)
     revision = args.revision.strip()
+    check_revision(revision)
+    url, credential_config, credential_env = inline_credentials(url)
+    policy_config, policy_env = protocol_policy(args.allow_file)
     target = resolve_target(args.output, args.subdirectory)
     if args.delete_existing:
         empty_dir(target)
     target.mkdir(parents=True, exist_ok=True)
 
     config = () if args.ssl_verify else ("http.sslVerify=false",)
+    print(f"git protocols allowed: {', '.join(allowed_schemes(args.allow_file))}", flush=True)
+    if credential_env:
+        print(f"using the url's credentials for {url} through a credential helper", flush=True)
     with git_environment(args.credentials_dir, args.ssh_dir) as env:
-        g = Git(cwd=target, env=env, config=config)
-        g.run("init", "-q")
-        if "origin" in g.out("remote", echo=False).split():
-            g.run("remote", "remove", "origin")
-        g.run("remote", "add", "origin", strip_userinfo(url))
+        env.update(policy_env, **credential_env)
+        g = Git(cwd=target, env=env, config=config, policy=policy_config + credential_config)
         try:
-            remote = Remote.parse(g.out("ls-remote", "--symref", url, echo=False))
+            g.run("init", "-q")
+            if "origin" in g.out("remote", echo=False).split():
+                g.run("remote", "remove", "origin")
+            g.run("remote", "add", "--", "origin", url)
+        except GitFailed as e:
+            raise StepError(f"cannot prepare {target} for the clone: {e}") from None
+        try:
+            remote = Remote.parse(g.out("ls-remote", "--symref", "--", url, echo=False))
         except GitFailed as e:
             raise StepError(f"cannot clone {shown}: {e}", auth_hint(str(e))) from None
 
@@ -248,7 +356,7 @@ def clone(args: argparse.Namespace) -> dict[str, str]:
         ref = remote.find(revision)
         try:
             if ref is not None:
-                g.run("fetch", "--no-tags", *shallow, "--force", url, ref)
+                g.run("fetch", "--no-tags", *shallow, "--force", "--", url, ref)
                 commit = g.out("rev-parse", "FETCH_HEAD^{commit}")
             elif _HEX.fullmatch(revision):
                 commit = fetch_sha(g, url, revision, shallow)
@@ -271,7 +379,7 @@ def clone(args: argparse.Namespace) -> dict[str, str]:
         subject, date = g.out("log", "-1", "--format=%s%x00%cI", commit).split("\0", 1)
     return {
         "commit": commit,
-        "url": strip_userinfo(url),
+        "url": strip_userinfo(url),  # already without credentials; stripped again for safety
         "revision": revision,
         "branch": branch or "",
         "subject": subject,
@@ -284,12 +392,17 @@ def clone(args: argparse.Namespace) -> dict[str, str]:
 def fetch_sha(g: Git, url: str, sha: str, shallow: list[str]) -> str:
     """Fetch a commit by SHA; fall back to all branches and tags (short SHAs, old servers)."""
     if len(sha) == 40 or len(sha) == 64:
-        proc = g.run("fetch", "--no-tags", *shallow, "--force", url, sha, check=False)
+        proc = g.run("fetch", "--no-tags", *shallow, "--force", "--", url, sha, check=False)
         if proc.returncode == 0:
             return g.out("rev-parse", "FETCH_HEAD^{commit}")
         print(f"fetching {sha} directly was refused; fetching all branches and tags", flush=True)
     g.run(
-        "fetch", "--force", url, "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"
+        "fetch",
+        "--force",
+        "--",
+        url,
+        "+refs/heads/*:refs/remotes/origin/*",
+        "+refs/tags/*:refs/tags/*",
     )
     found = g.run("rev-parse", "-q", "--verify", f"{sha}^{{commit}}", check=False)
     return found.stdout.strip() if found.returncode == 0 else ""
@@ -327,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ssl-verify", type=_cli.boolean, default=True)
     p.add_argument("--credentials-dir", type=_cli.optional_path, default=None)
     p.add_argument("--ssh-dir", type=_cli.optional_path, default=None)
+    p.add_argument("--allow-file", type=_cli.boolean, default=False)
     return p
 
 

@@ -173,6 +173,10 @@ def outcome(step: Step, summary: Summary) -> str:
     status = step.record.get("status")
     if step.record.get("error"):
         return f"failed: {text(step.record['error'], 120)}"
+    if step.record.get("declined"):  # promote judged again after a concurrent promotion
+        return f"declined: {text(step.record['declined'], 120)}"
+    if step.record.get("skipped"):  # deploy of a version that is no longer champion
+        return f"skipped: {text(step.record['skipped'], 120)}"
     if step.task == "run-tests":
         failed = number(step.get("failed"))
         if failed:
@@ -235,10 +239,14 @@ def sections(summary: Summary) -> dict[str, dict[str, Any]]:
             )
         }
     if s := summary.step("promote"):
-        out["registry"] = {k: s.get(k) for k in ("model-version", "previous-version")}
+        out["registry"] = {
+            k: s.get(k) for k in ("model-version", "previous-version", "promoted", "declined")
+        }
         out["registry"]["model-name"] = s.get("model_name") or s.get("model-name")
     if s := summary.step("deploy"):
-        out["deployment"] = {k: s.get(k) for k in ("url", "model-version", "smoke-prediction")}
+        out["deployment"] = {
+            k: s.get(k) for k in ("url", "model-version", "smoke-prediction", "skipped")
+        }
     if "evaluation" in out and isinstance(reasons := summary.step("evaluate").get("reasons"), list):
         out["evaluation"]["reasons"] = reasons
     for key, tasks in SECTION_TASKS.items():
@@ -322,13 +330,19 @@ def markdown(summary: Summary, high: dict[str, dict[str, Any]]) -> str:
     if r := high.get("registry"):
         name = f"`{text(r['model-name'])}` " if r.get("model-name") else ""
         prev = text(r["previous-version"]) if r.get("previous-version") else "none"
-        body = [f"- {name}version {text(r['model-version'])} promoted (previous: {prev})"]
+        if r.get("declined"):
+            body = [f"- {name}not promoted: {text(r['declined'])} (champion: version {prev})"]
+        else:
+            body = [f"- {name}version {text(r['model-version'])} promoted (previous: {prev})"]
         section("Registry", body)
     if d := high.get("deployment"):
-        body = [
-            f"- Serving {text(d['url'])} (version {text(d['model-version'])})",
-            f"- Smoke prediction: `{text(d['smoke-prediction'])}`",
-        ]
+        if d.get("skipped"):
+            body = [f"- Not deployed: {text(d['skipped'])}"]
+        else:
+            body = [
+                f"- Serving {text(d['url'])} (version {text(d['model-version'])})",
+                f"- Smoke prediction: `{text(d['smoke-prediction'])}`",
+            ]
         section("Deployment", body)
     if errors:
         section("Errors recorded by steps", errors)

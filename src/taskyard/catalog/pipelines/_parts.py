@@ -15,6 +15,12 @@ from taskyard.spec import (
 GIT_PARAMS = [
     Param(name="repo-url", description="The ML project's git repository."),
     Param(name="revision", default="", description="Branch, tag or commit; empty: remote HEAD."),
+    Param(
+        name="allow-file-url",
+        type="boolean",
+        default="false",
+        description="Let git-clone use file:// URLs and local paths (local runs, tests).",
+    ),
 ]
 MLFLOW_PARAM = Param(
     name="mlflow-tracking-uri",
@@ -46,7 +52,11 @@ def clone_task() -> PipelineTask:
     return PipelineTask(
         name="clone",
         task=git_clone.TASK,
-        params={"url": param("repo-url"), "revision": param("revision")},
+        params={
+            "url": param("repo-url"),
+            "revision": param("revision"),
+            "allow-file": param("allow-file-url"),
+        },
         workspaces={
             "output": "source",
             "git-credentials": "git-credentials",

@@ -87,6 +87,10 @@ def build(
             params={
                 "model-uri": result("train", "model-uri"),
                 "model-name": model_name,
+                "expected-champion": result("evaluate", "champion-version"),
+                "min-score": param("min-score"),
+                "min-improvement": param("min-improvement"),
+                **config,
                 "commit": result("clone", "commit"),
                 "data-hash": result("train", "data-hash"),
                 "eval-run-id": result("evaluate", "eval-run-id"),
@@ -96,17 +100,21 @@ def build(
             when=(PROMOTE_GATE,),
             timeout=600,
         ),
+        # deploy reads promote's results, which orders it after promote on every engine (Tekton:
+        # docs/pipelines.md "Passing one Task's Results into the Parameters..."; Argo: `depends`
+        # from the reference) and serves exactly the version promote registered.
         PipelineTask(
             name="deploy",
             task=deploy.TASK,
             params={
                 "model-name": model_name,
+                "model-version": result("promote", "model-version"),
+                "promoted": result("promote", "promoted"),
                 "port": param("deploy-port"),
                 "keep-serving": param("keep-serving"),
                 **mlflow,
             },
             workspaces=ml_spaces,
-            run_after=("promote",),
             when=(PROMOTE_GATE,),
             timeout=900,
         ),
@@ -167,6 +175,7 @@ def build(
                 ("candidate-score", "evaluate", "candidate-score"),
                 ("champion-score", "evaluate", "champion-score"),
                 ("promote", "evaluate", "promote"),
+                ("promoted", "promote", "promoted"),
                 ("model-version", "promote", "model-version"),
                 ("url", "deploy", "url"),
                 ("smoke-prediction", "deploy", "smoke-prediction"),

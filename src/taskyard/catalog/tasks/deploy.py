@@ -15,10 +15,11 @@ TASK = step_task(
     image="train",
     display_name="deploy and smoke-test",
     description=(
-        "Serves `models:/NAME@champion` (local target: `mlflow models serve` on the host), "
-        "waits for health, sends a smoke prediction built from the model's signature, and on "
-        "failure moves `champion` back to `previous-champion` (or, with none, removes it) "
-        "and fails."
+        "Serves the given model version (default: the `champion`'s; local target: MLflow's "
+        "scoring server with input limits, on the host), waits for health, sends a smoke "
+        "prediction built from the model's signature, and on any failure (SIGTERM included) "
+        "moves `champion` back to `previous-champion` (or, with none, removes it) and fails. "
+        "A version that is no longer `champion` is not deployed."
     ),
     categories=("Deployment",),
     tags=("mlflow", "serving", "deploy"),
@@ -27,6 +28,23 @@ TASK = step_task(
     env=MLFLOW_ENV,
     params=[
         Param(name="model-name", description="Registered model to serve."),
+        Param(
+            name="model-version",
+            default="",
+            description=(
+                "Version to serve (promote's `model-version`); skipped when it is no longer "
+                "the alias's. Empty: the alias's version now."
+            ),
+        ),
+        Param(
+            name="promoted",
+            type="boolean",
+            default="true",
+            description=(
+                "promote's `promoted` result; `false` (the candidate was declined when judged "
+                "again) skips the deploy."
+            ),
+        ),
         Param(name="alias", default="champion", description="Alias to serve."),
         Param(
             name="previous-alias",
@@ -61,14 +79,16 @@ TASK = step_task(
         mlflow_param(),
     ],
     results=[
-        Result(name="url", description="Base URL of the serving endpoint."),
-        Result(name="model-version", description="The version that was deployed."),
+        Result(name="url", description="Base URL of the serving endpoint; empty if skipped."),
+        Result(name="model-version", description="The version deployed; empty if skipped."),
         Result(name="smoke-prediction", description="The smoke request's answer (truncated)."),
     ],
     workspaces=[source_workspace("Receives the deployment record."), mlflow_workspace()],
     args=[
         "--source", "$(workspaces.source.path)",
         "--model-name", "$(params.model-name)",
+        "--model-version", "$(params.model-version)",
+        "--promoted", "$(params.promoted)",
         "--alias", "$(params.alias)",
         "--previous-alias", "$(params.previous-alias)",
         "--target", "$(params.target)",

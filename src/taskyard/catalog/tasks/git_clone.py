@@ -17,7 +17,13 @@ TASK = step_task(
     network=True,
     resources=Resources(cpu="250m", memory="256Mi"),
     params=[
-        Param(name="url", description="Repository URL to clone (https, ssh, git or file)."),
+        Param(
+            name="url",
+            description=(
+                "Repository URL to clone: https, http, ssh (or scp-like user@host:path) or "
+                "git; file:// URLs and local paths only with allow-file."
+            ),
+        ),
         Param(
             name="revision",
             default="",
@@ -48,6 +54,15 @@ TASK = step_task(
             type="boolean",
             default="true",
             description="Verify the server's TLS cert.",
+        ),
+        Param(
+            name="allow-file",
+            type="boolean",
+            default="false",
+            description=(
+                "Allow file:// URLs and local paths (local runs, tests); off by default so a "
+                "URL from a webhook cannot read this machine's repositories."
+            ),
         ),
     ],
     results=[
@@ -80,5 +95,6 @@ TASK = step_task(
         "--ssl-verify", "$(params.ssl-verify)",
         "--credentials-dir", "$(workspaces.git-credentials.path)",
         "--ssh-dir", "$(workspaces.ssh-directory.path)",
+        "--allow-file", "$(params.allow-file)",
     ],
 )  # fmt: skip
