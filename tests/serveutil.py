@@ -7,6 +7,7 @@ stopped by that group's id.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import signal
@@ -121,3 +122,55 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str
             return got
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextlib.contextmanager
+def running_listener(config_path: Path, state: Path, submitter=None, **listen: Any):
+    """An in-process :class:`Listener` on 127.0.0.1:0 (``listen`` overrides by field name),
+    stopped on exit. The caller sets the secret's env var."""
+    from taskyard.serve import config as cfg
+    from taskyard.serve.app import Listener
+    from taskyard.serve.submit import NoopSubmitter
+
+    config = cfg.load(config_path)
+    config = config.model_copy(update={"listen": config.listen.model_copy(update=listen)})
+    running = Listener(config, state, submitter or NoopSubmitter())
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop(grace=5)
+
+
+class Records(logging.Handler):
+    """Collects the listener's (and uvicorn's) log records during a test."""
+
+    NAMES = ("taskyard.serve", "uvicorn")
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def __enter__(self) -> Records:
+        for name in self.NAMES:
+            logger = logging.getLogger(name)
+            logger.addHandler(self)
+            logger.setLevel(logging.DEBUG)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.NAMES:
+            logging.getLogger(name).removeHandler(self)
+
+    def clear(self) -> None:
+        self.records.clear()
+
+    def lines(self) -> list[str]:
+        """Each record as the JSON line ``taskyard serve`` would write."""
+        from taskyard.serve.logs import JsonFormatter
+
+        fmt = JsonFormatter()
+        return [fmt.format(r) for r in self.records]

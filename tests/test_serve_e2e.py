@@ -37,8 +37,10 @@ def test_push_runs_ci_at_that_commit(tmp_path: Path) -> None:
             {
                 "name": "acme/project",
                 "secret": {"env": SECRET_ENV},
+                "url": remote.url,  # the operator says what is cloned
                 "branches": ["main"],
                 "pipelines": ["ci"],
+                "params": {"allow-file-url": "true"},  # only reaches pipelines declaring it
             }
         ],
     )

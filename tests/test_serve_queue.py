@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from taskyard.serve.store import (
     EventStore,
     Stored,
 )
-from taskyard.serve.submit import SubmitResult, command
+from taskyard.serve.submit import SubmitResult, Submitter, command
 from tests.serveutil import wait_for
 
 
@@ -37,7 +38,7 @@ def req(commit: str, branch: str = "main", pipeline: str = "ci", **kw) -> RunReq
     )
 
 
-class Gate:
+class Gate(Submitter):
     """A Submitter whose runs block until released: lets a test see the queue mid-flight."""
 
     def __init__(self) -> None:
@@ -45,7 +46,9 @@ class Gate:
         self.release = threading.Event()
         self._lock = threading.Lock()
 
-    def submit(self, item: Stored) -> SubmitResult:
+    def submit(
+        self, item: Stored, spawned: Callable[[int], None] = lambda pid: None
+    ) -> SubmitResult:
         with self._lock:
             self.started.append(item.request.commit)
         self.release.wait(timeout=20)
@@ -66,7 +69,8 @@ def test_store_survives_reopen_and_resumes_in_flight(tmp_path: Path) -> None:
 
     again = EventStore(tmp_path / "events.db")
     assert again.pending == 1
-    assert again.recover() == 1
+    (left,) = again.in_flight()
+    assert again.requeue([left.seq], detail="lost") == 1  # its run is known to be gone
     assert [s.request.commit for s in again.queued()] == ["a", "b"]
     assert again.pending == 2
     assert again.deliveries() == ["d1", "d2"]
@@ -124,7 +128,7 @@ def test_shutdown_puts_cancelled_runs_back(tmp_path: Path) -> None:
     store = EventStore(tmp_path / "e.db")
 
     class Slow(Gate):
-        def submit(self, item: Stored) -> SubmitResult:
+        def submit(self, item: Stored, spawned: Callable[[int], None] = lambda pid: None):
             super().submit(item)
             return SubmitResult(ok=False, exit_code=-15, interrupted=True)
 
@@ -139,9 +143,10 @@ def test_shutdown_puts_cancelled_runs_back(tmp_path: Path) -> None:
 
 def test_submit_command_is_argv_not_shell() -> None:
     item = Stored(1, req("abc"), ACCEPTED, None, None, "")
-    argv = command(item)
+    argv = command(item, "ci-1")
     assert argv[1:5] == ["-m", "taskyard.cli", "run", "ci"]
-    assert argv[5:] == ["-p", "repo-url=file:///r.git", "-p", "revision=abc"]
+    assert argv[5:7] == ["--run-id", "ci-1"]  # chosen up front: the listener knows its folder
+    assert argv[7:] == ["-p", "repo-url=file:///r.git", "-p", "revision=abc"]
 
 
 # -- cron -----------------------------------------------------------------------------------

@@ -200,7 +200,9 @@ def test_accepted_push_is_stored_before_the_reply(listener: Listener) -> None:
     # The reply came after the commit: the row is there the moment we look.
     (row,) = listener.store.all()
     assert row.request.commit == SHA and row.request.branch == "main"
-    assert row.request.params == {"repo-url": "file:///r.git", "revision": SHA}
+    # No `url:` configured: the URL derived from the configured name on github.com, never the
+    # payload's clone_url.
+    assert row.request.params == {"repo-url": "https://github.com/acme/model.git", "revision": SHA}
     assert listener.store.deliveries() == ["d-1"]
 
 
@@ -274,8 +276,8 @@ def test_gitlab_deliveries(listener: Listener) -> None:
         ("mike/diaspora", sha, "train-eval-deploy"),
     ]
     ted = next(s for s in listener.store.all() if s.request.pipeline == "train-eval-deploy")
-    assert ted.request.params == {
-        "repo-url": "http://example.com/mike/diaspora.git",
+    assert ted.request.params == {  # derived on gitlab.com, not the payload's example.com
+        "repo-url": "https://gitlab.com/mike/diaspora.git",
         "revision": sha,
     }
 

@@ -368,8 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve"]:  # the listener owns its flags, --help included
-        from taskyard.serve.app import serve_main
-
+        try:
+            from taskyard.serve.app import serve_main
+        except ImportError as e:
+            print(f"error: taskyard serve: {e} (pip install 'taskyard[serve]')", file=sys.stderr)
+            return 1
         return serve_main(argv[1:])
     args = build_parser().parse_args(argv)
     debug = args.debug or bool(os.environ.get("TASKYARD_DEBUG"))

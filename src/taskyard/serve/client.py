@@ -72,7 +72,7 @@ class Client:
             seconds = time.perf_counter() - start
             if resp.getheader("Connection", "").lower() == "close":
                 self.close()
-            return Response(resp.status, json.loads(data) if data else {}, seconds)
+            return Response(resp.status, _body(data), seconds)
         raise AssertionError("unreachable")
 
     def github(self, secret: str | None, payload: Any, delivery: str, event: str = "push"):
@@ -92,6 +92,15 @@ class Client:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _body(data: bytes) -> dict[str, Any]:
+    """The JSON reply; a plain-text one (uvicorn's own 400/503) as ``{"text": …}``."""
+    try:
+        got = json.loads(data) if data else {}
+    except ValueError:
+        return {"text": data.decode(errors="replace")}
+    return got if isinstance(got, dict) else {"value": got}
 
 
 def github_push(repo: str, clone_url: str, commit: str, branch: str = "main", **extra) -> dict:

@@ -3,11 +3,21 @@
 Loaded from YAML (``.yaml``/``.yml``) or TOML (``.toml``). Secrets never live in the file:
 each names an environment variable or a file, read once at load time.
 
-    listen: {host: 127.0.0.1, port: 8080}
+    listen:
+      host: 127.0.0.1
+      port: 8080
+      max-body-bytes: 1048576
+      request-timeout: 10        # seconds for a whole request (headers + body), not per read
+      threads: 16                # the bounded pool for the blocking part (auth, parse, commit)
+      max-connections: 1000      # open connections + requests in flight; beyond: 503
+      backlog: 2048              # the kernel's listen queue (>= 128)
     repos:
       - name: acme/churn-model            # GitHub full_name / GitLab path_with_namespace
         provider: github
         secret: {env: TASKYARD_WEBHOOK_SECRET}
+        url: https://github.com/acme/churn-model.git   # optional: what is cloned
+        host: https://github.com          # optional: url = <host>/<name>.git when url is unset
+        clone-url-from-payload: false     # opt-in: clone the URL the payload names
         branches: [main, "release/*"]
         paths: ["src/**", "data/**"]      # optional: a push touching none of these is ignored
         pipelines: [ci, train-eval-deploy]
@@ -20,6 +30,16 @@ each names an environment variable or a file, read once at load time.
         repo-url: https://github.com/acme/churn-model.git
         revision: main
         missed: run-once                  # or: skip
+
+**The operator decides what is cloned.** A push runs with ``repo-url`` = the repository's
+``url`` if set, else ``<host>/<name>.git`` (``host`` defaults to ``https://github.com`` for
+GitHub and ``https://gitlab.com`` for GitLab). The payload's ``clone_url`` /
+``git_http_url`` is only used with ``clone-url-from-payload: true``: whoever holds the webhook
+secret could otherwise make the listener clone (and run the tests of) any repository.
+
+**Credentials** in a configured URL (``https://user:token@host/…``) stay in this config: the
+event store keeps params redacted, and the dispatcher re-derives ``repo-url`` (and the other
+params) from the config as it is when the run starts (:func:`taskyard.serve.events.run_params`).
 """
 
 from __future__ import annotations
@@ -74,6 +94,9 @@ class SecretRef(_Model):
         return value
 
 
+DEFAULT_HOSTS = {"github": "https://github.com", "gitlab": "https://gitlab.com"}
+
+
 def _check_pipeline(name: str) -> str:
     if name not in PIPELINES:
         raise ValueError(f"unknown pipeline {name!r} (known: {', '.join(sorted(PIPELINES))})")
@@ -86,8 +109,15 @@ class RepoConfig(_Model):
     name: str = Field(description="GitHub `owner/repo` or GitLab `group/project`.")
     provider: Literal["github", "gitlab"] = "github"
     secret: SecretRef
-    url: str | None = Field(
-        default=None, description="Clone URL override; default: the one in the payload."
+    url: str | None = Field(default=None, description="What is cloned; default: <host>/<name>.git.")
+    host: str | None = Field(
+        default=None,
+        description="Forge base URL for the derived clone URL (github.com / gitlab.com).",
+    )
+    clone_url_from_payload: bool = Field(
+        default=False,
+        alias="clone-url-from-payload",
+        description="Opt-in: clone the URL the (signed) payload names instead.",
     )
     branches: tuple[str, ...] = Field(default=("main",), description="fnmatch globs.")
     paths: tuple[str, ...] = Field(default=(), description="fnmatch globs; empty: any change.")
@@ -101,6 +131,20 @@ class RepoConfig(_Model):
         if not v:
             raise ValueError("a repository starts at least one pipeline")
         return tuple(_check_pipeline(p) for p in v)
+
+    @field_validator("url", "host")
+    @classmethod
+    def _no_option(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or v.startswith("-")):
+            raise ValueError(f"{v!r} is not a URL")
+        return v
+
+    def clone_url(self) -> str:
+        """What the operator configured to be cloned: ``url``, else ``<host>/<name>.git``."""
+        if self.url:
+            return self.url
+        host = self.host or DEFAULT_HOSTS[self.provider]
+        return f"{host.rstrip('/')}/{self.name}.git"
 
 
 class Schedule(_Model):
@@ -150,9 +194,34 @@ class Schedule(_Model):
 
 
 class Listen(_Model):
+    """The HTTP side. The bounds are what keep a burst or a slow client from hurting others."""
+
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=1 << 20, alias="max-body-bytes", gt=0)
+    request_timeout: float = Field(
+        default=10.0,
+        alias="request-timeout",
+        gt=0,
+        description="Deadline for a whole request (headers + body) from its first byte.",
+    )
+    keep_alive_timeout: float = Field(
+        default=5.0, alias="keep-alive-timeout", gt=0, description="Idle time between requests."
+    )
+    threads: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="Worker threads for the blocking part of a webhook (HMAC, parse, commit).",
+    )
+    max_connections: int = Field(
+        default=1000,
+        alias="max-connections",
+        ge=1,
+        description="Open connections / requests in flight (uvicorn limit_concurrency); "
+        "beyond: 503.",
+    )
+    backlog: int = Field(default=2048, ge=128, description="The kernel's listen queue.")
 
 
 class ServeConfig(_Model):
@@ -184,22 +253,38 @@ class ServeConfig(_Model):
                 return r
         return None
 
+    def schedule(self, name: str) -> Schedule | None:
+        return next((s for s in self.schedules if s.name == name), None)
+
 
 def load(path: Path) -> ServeConfig:
-    """Read and validate a config file; every problem is one ServeError line."""
+    """Read and validate a config file; every problem is ONE ServeError line."""
     try:
         text = path.read_text()
-    except OSError as e:
-        raise ServeError(f"cannot read config {path}: {e.strerror}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise ServeError(f"cannot read config {path}: {why}") from e
+    kind = "TOML" if path.suffix == ".toml" else "YAML"
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
-        raise ServeError(
-            f"config {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: {e}"
-        ) from e
+        raise ServeError(f"config {path} is not valid {kind}: {_syntax(e)}") from e
     try:
         return ServeConfig.model_validate(data or {})
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top)"
-        raise ServeError(f"config {path}: {where}: {first['msg']}") from e
+        raise ServeError(_one_line(f"config {path}: {where}: {first['msg']}")) from e
+
+
+def _syntax(e: Exception) -> str:
+    """A parser error as one line: PyYAML's str() spans several (context, caret, problem)."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None)
+    if isinstance(e, yaml.YAMLError) and problem and mark is not None:
+        return _one_line(f"{problem} at line {mark.line + 1}, column {mark.column + 1}")
+    return _one_line(str(e))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

@@ -21,26 +21,26 @@ from datetime import UTC, datetime
 
 from croniter import croniter
 
+from taskyard.redact import redact, redact_values
 from taskyard.serve.config import Schedule
-from taskyard.serve.events import RunRequest, pipeline_params
+from taskyard.serve.events import RunRequest, schedule_params
 from taskyard.serve.store import EventStore
 
 log = logging.getLogger("taskyard.serve")
 
 
 def request_for(schedule: Schedule, fire: datetime) -> RunRequest:
+    """The stored request of one fire time: redacted (the run's params come from the config at
+    submit time, :func:`taskyard.serve.events.run_params`)."""
     stamp = fire.isoformat()
     return RunRequest(
         source="cron",
         delivery=f"cron:{schedule.name}@{stamp}",
-        repo=schedule.repo_url,
+        repo=redact(schedule.repo_url),
         branch=schedule.revision,
         commit=f"cron:{schedule.name}@{stamp}",
         pipeline=schedule.pipeline,
-        params=pipeline_params(
-            schedule.pipeline,
-            {**schedule.params, "repo-url": schedule.repo_url, "revision": schedule.revision},
-        ),
+        params=redact_values(schedule_params(schedule)),
         concurrency=schedule.concurrency,
     )
 

@@ -1,8 +1,9 @@
 """Webhook handling without HTTP: (provider, headers, body) -> (status, reply).
 
 Order matters and is the security contract: size (413) -> authenticity (401) -> JSON (400) ->
-event type (202 ignored) -> filters (202 ignored) -> store (202 accepted/duplicate). Nothing is
-stored for a request that fails a check, and the reply is sent only after the store commits.
+event type (202 ignored) -> payload fields (400) -> filters (202 ignored) -> store (202
+accepted/duplicate). Nothing is stored for a request that fails a check, and the reply is sent
+only after the store commits. Every 4xx carries ``error``: one line saying why.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ class WebhookHandler:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             return Reply(400, {"error": "body is not JSON"})
+        except RecursionError:  # json's C decoder gives up past the recursion limit: fine
+            return Reply(400, {"error": "JSON nested too deeply"})
         if not isinstance(data, dict):
             return Reply(400, {"error": "body is not a JSON object"})
         if provider == "github" and event == "ping":
@@ -103,7 +106,10 @@ class WebhookHandler:
             return Reply(202, {"status": "ignored", "reason": reason, "delivery": delivery})
         if self.store.pending >= self.config.max_pending:
             return Reply(503, {"error": "backlog full, retry later"})
-        requests = requests_for(push, repo, delivery)
+        try:
+            requests = requests_for(push, repo, delivery)
+        except PayloadError as e:
+            return Reply(400, {"error": str(e)})
         got = self.store.accept(delivery, provider, requests)
         if got.duplicate_delivery:
             return Reply(202, {"status": "duplicate", "delivery": delivery})

@@ -23,11 +23,14 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup(level: str = "info") -> logging.Logger:
-    logger = logging.getLogger("taskyard.serve")
-    logger.handlers.clear()
+    """Our lines at ``level``; uvicorn's own (bad HTTP, over the connection limit) as JSON
+    lines too, warnings and up only (its info lines repeat what we log)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    logger.addHandler(handler)
-    logger.setLevel(level.upper())
-    logger.propagate = False
-    return logger
+    for name, lvl in (("taskyard.serve", level.upper()), ("uvicorn", "WARNING")):
+        other = logging.getLogger(name)
+        other.handlers.clear()
+        other.addHandler(handler)
+        other.setLevel(max(logging.getLevelName(lvl), logging.getLevelName(level.upper())))
+        other.propagate = False
+    return logging.getLogger("taskyard.serve")

@@ -8,8 +8,12 @@ sent only after that commit.
 Tables:
   deliveries  one row per accepted delivery id (``X-GitHub-Delivery``, GitLab's
               ``Idempotency-Key``, ``cron:<schedule>@<time>``): a redelivery is a no-op.
-  requests    one row per (repo, commit, pipeline), UNIQUE: a double push starts one run.
-              state: accepted -> running -> succeeded | failed, or accepted -> superseded.
+  requests    one row per (repo, commit, pipeline), UNIQUE: a double push starts one run
+              (repo and SHA lower-cased by the parser). state: accepted -> running ->
+              succeeded | failed, or accepted -> superseded. ``run_id`` is chosen when the
+              row goes to running (before the process starts) and ``pid`` is stored right
+              after it started, so a restarted listener can find the run and adopt it.
+              ``params`` are stored redacted: no credentials at rest.
   schedules   the last fire time of each cron schedule (for the missed-schedule policy).
 """
 
@@ -22,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from taskyard.redact import redact, redact_values
 from taskyard.serve.events import RunRequest
 
 ACCEPTED, RUNNING, SUCCEEDED, FAILED, SUPERSEDED = (
@@ -32,6 +37,7 @@ ACCEPTED, RUNNING, SUCCEEDED, FAILED, SUPERSEDED = (
     "superseded",
 )
 
+SCHEMA_VERSION = 1  # PRAGMA user_version; 1: pid column, lower-case keys, redacted params
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY,
@@ -50,6 +56,7 @@ CREATE TABLE IF NOT EXISTS requests (
     concurrency TEXT NOT NULL,
     state TEXT NOT NULL,
     run_id TEXT,
+    pid INTEGER,
     exit_code INTEGER,
     detail TEXT NOT NULL DEFAULT '',
     created REAL NOT NULL,
@@ -75,6 +82,7 @@ class Stored:
     run_id: str | None
     exit_code: int | None
     detail: str
+    pid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -119,12 +127,47 @@ class EventStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        self._migrate()
         self._pending = self._count(ACCEPTED)
         self._jobs: list[_Job] = []
         self._jobs_ready = threading.Condition()
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
+
+    def _migrate(self) -> None:
+        """Bring a store made by an older listener up to date (idempotent, at open)."""
+        db = self._db
+        if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
+        columns = {r[1] for r in db.execute("PRAGMA table_info(requests)")}
+        db.execute("PRAGMA secure_delete=ON")  # overwritten plaintext must not linger in pages
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if "pid" not in columns:
+                db.execute("ALTER TABLE requests ADD COLUMN pid INTEGER")
+            # Older listeners stored keys as sent and params (credentials included) in clear.
+            db.execute(
+                "UPDATE OR IGNORE requests SET repo = lower(repo), commit_sha = lower(commit_sha)"
+                " WHERE source != 'cron'"
+            )
+            for seq, repo, params in db.execute(
+                "SELECT seq, repo, params FROM requests"
+            ).fetchall():
+                clean = json.dumps(redact_values(json.loads(params)), sort_keys=True)
+                if clean != params or redact(repo) != repo:
+                    db.execute(
+                        "UPDATE OR IGNORE requests SET params = ?, repo = ? WHERE seq = ?",
+                        (clean, redact(repo), seq),
+                    )
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            db.execute("PRAGMA secure_delete=OFF")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         with self._jobs_ready:
@@ -239,14 +282,25 @@ class EventStore:
             )
         return Accept(False, queued, len(job.requests) - queued)
 
-    def recover(self) -> int:
-        """After a restart: runs that were in flight go back to the queue (at-least-once)."""
+    def in_flight(self) -> list[Stored]:
+        """Rows left ``running`` (by a listener that died, or by this one before a restart)."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLS} FROM requests WHERE state = ? ORDER BY seq", (RUNNING,)
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    def requeue(self, seqs: list[int], detail: str = "") -> int:
+        """Running rows whose run is known to be lost go back to the queue (at-least-once)."""
+        if not seqs:
+            return 0
         with self._lock:
             cur = self._db.execute(
-                "UPDATE requests SET state = ?, updated = ? WHERE state = ?",
-                (ACCEPTED, time.time(), RUNNING),
+                "UPDATE requests SET state = ?, pid = NULL, detail = ?, updated = ?"
+                f" WHERE state = ? AND seq IN ({','.join('?' * len(seqs))})",
+                (ACCEPTED, detail, time.time(), RUNNING, *seqs),
             )
-            self._pending = self._count(ACCEPTED)
+            self._pending += cur.rowcount
             return cur.rowcount
 
     def queued(self, limit: int = -1) -> list[Stored]:
@@ -308,25 +362,35 @@ class EventStore:
             self._db.execute(
                 "UPDATE requests SET state = ?, run_id = coalesce(?, run_id),"
                 " exit_code = coalesce(?, exit_code), detail = ?, updated = ? WHERE seq = ?",
-                (state, run_id, exit_code, detail, time.time(), seq),
+                (state, run_id, exit_code, redact(detail), time.time(), seq),
             )
             self._pending += (state == ACCEPTED) - (old == ACCEPTED)
 
-    def mark_running(self, seqs: list[int]) -> None:
-        """Accepted -> running for a batch, in one transaction."""
+    def mark_running(self, starts: dict[int, str | None]) -> None:
+        """Accepted -> running for a batch, each with the run id it will get, in one
+        transaction: committed before any process starts, so a crash right after leaves a
+        row that names its run."""
         now = time.time()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany(
-                    "UPDATE requests SET state = ?, updated = ? WHERE seq = ? AND state = ?",
-                    [(RUNNING, now, seq, ACCEPTED) for seq in seqs],
+                    "UPDATE requests SET state = ?, run_id = ?, pid = NULL, exit_code = NULL,"
+                    " detail = '', updated = ? WHERE seq = ? AND state = ?",
+                    [(RUNNING, run_id, now, seq, ACCEPTED) for seq, run_id in starts.items()],
                 )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self._pending -= len(seqs)
+            self._pending -= len(starts)
+
+    def set_pid(self, seq: int, pid: int) -> None:
+        """Right after the run's process started (the row already names its run id)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE requests SET pid = ?, updated = ? WHERE seq = ?", (pid, time.time(), seq)
+            )
 
     def last_fire(self, name: str) -> str | None:
         with self._lock:
@@ -345,7 +409,7 @@ class EventStore:
 
 _COLS = (
     "seq, delivery, source, repo, branch, commit_sha, pipeline, params, concurrency, state,"
-    " run_id, exit_code, detail"
+    " run_id, exit_code, detail, pid"
 )
 
 
@@ -360,4 +424,6 @@ def _row(r: tuple) -> Stored:
         params=json.loads(r[7]),
         concurrency=r[8],
     )
-    return Stored(seq=r[0], request=req, state=r[9], run_id=r[10], exit_code=r[11], detail=r[12])
+    return Stored(
+        seq=r[0], request=req, state=r[9], run_id=r[10], exit_code=r[11], detail=r[12], pid=r[13]
+    )
