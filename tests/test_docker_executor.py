@@ -8,19 +8,23 @@ executor's promises are checked from real files and real sockets.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from taskyard.demo import publish
+from taskyard.images import DEBOOTSTRAP_BASE
 from taskyard.run.docker import running
 from tests.cliutil import latest_run, taskyard
 from tests.dockerd import Dockerd, socket_group, unavailable
@@ -30,6 +34,8 @@ from tests.mlflowutil import migrated_store
 pytestmark = pytest.mark.slow
 
 PIPELINES = str(Path(__file__).with_name("docker_pipelines.py"))
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TASKYARD_BIN = str(Path(sys.executable).parent / "taskyard")
 TEST_UID = 4242  # an ordinary user with no passwd entry, as a CI runner's often is
 
 
@@ -258,3 +264,107 @@ def test_a_missing_image_fails_the_task_with_one_line(
     reason = run.tasks["offline"].reason
     assert "ghcr.io/taskyard/absent:0.0.0 is not in the Docker daemon" in reason
     assert "taskyard images build" in reason
+
+
+SLEEPY_PIPELINE = f"""
+from taskyard.spec import PipelineSpec, PipelineTask, TaskSpec
+
+SLEEP = TaskSpec(
+    name="sleep",
+    display_name="sleep",
+    description="Sleeps for a minute in the base image.",
+    image={DEBOOTSTRAP_BASE!r},
+    command=("sleep", "60"),
+)
+PIPELINE = PipelineSpec(
+    name="docker-sleepy",
+    display_name="docker-sleepy",
+    description="one long containerised task",
+    tasks=(PipelineTask(name="sleep", task=SLEEP),),
+)
+"""
+
+
+def _running_containers(run_id: str, env: dict[str, str]) -> list[str]:
+    proc = subprocess.run(
+        ["docker", "ps", "--filter", f"label=taskyard.run={run_id}", "--format", "{{.Names}}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.stdout.split()
+
+
+@pytest.mark.usefixtures("images")  # the debootstrap base they are built on runs `sleep`
+def test_sigkill_of_the_runner_stops_and_removes_the_container(
+    daemon: Dockerd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ``docker run`` client gets SIGTERM when the runner dies (parent-death signal),
+    proxies it to the container (sig-proxy, on by default), ``--init`` hands it to the step,
+    and ``--rm`` removes the container."""
+    monkeypatch.setenv("DOCKER_HOST", daemon.host)
+    pipeline = tmp_path / "docker_sleepy.py"
+    pipeline.write_text(SLEEPY_PIPELINE)
+    env = {**daemon.env(), "TASKYARD_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    runner = subprocess.Popen(
+        [TASKYARD_BIN, "run", "--executor", "docker", f"{pipeline}:PIPELINE"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        runs = tmp_path / "home" / "runs"
+        deadline = time.monotonic() + 120
+        names: list[str] = []
+        run_id = ""
+        while not names and time.monotonic() < deadline:
+            ids = [p.name for p in runs.iterdir()] if runs.is_dir() else []
+            if ids:
+                run_id = ids[0]
+                names = _running_containers(run_id, env)
+            time.sleep(0.2)
+        assert names, "the task's container never started"
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while running(run_id) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert running(run_id) == [], "the container outlived its runner"
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+            runner.wait()
+    shown = subprocess.run(
+        [TASKYARD_BIN, "runs"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert "Abandoned" in shown.stdout
+    record = json.loads((runs / run_id / "run.json").read_text())
+    assert record["status"] == "Abandoned"
+
+
+@pytest.mark.usefixtures("images")
+def test_the_project_image_builds_from_the_train_image(docker_env: Dockerd, tmp_path: Path) -> None:
+    """``taskyard images build --project``'s library side: FROM the catalog's train image,
+    the project's pins baked in, the project env switched off, non-root."""
+    from taskyard import images as catalog_images
+    from tests.test_project_env_e2e import PIN, make_project
+
+    project = make_project(tmp_path / "fare", {"requirements.txt": f"{PIN}\n"})
+    ref = catalog_images.build_project_image(project, tag="taskyard-test/train-fare:1")
+    probe = (
+        "import os, six, sys, taskyard, mlflow; "
+        "print(six.__version__, sys.prefix, os.environ['TASKYARD_PROJECT_ENV'], os.getuid())"
+    )
+    out = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", ref, "python", "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1.16.0", catalog_images.PROJECT_ENV_DIR, "off", "65532"]
+    catalog_images.docker("image", "rm", ref, check=False)

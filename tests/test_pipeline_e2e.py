@@ -7,7 +7,6 @@ every framework goes through the same pipeline.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -16,17 +15,13 @@ from taskyard import deployments
 from taskyard.demo import publish
 from taskyard.run.store import RunRecord, RunStore
 from tests.cliutil import latest_run, taskyard
-from tests.mlflowutil import migrated_store
 
 MODEL = "wine-classifier"
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> Path:
-    migrated_store(tmp_path, monkeypatch, tmp_path_factory)
-    yield Path(os.environ["TASKYARD_HOME"])
-    for dep in deployments.list_deployments():  # never leave a model server behind
-        deployments.stop_deployment(dep)
+def home(ml_home: Path) -> Path:
+    return ml_home
 
 
 def states(run: RunRecord) -> dict[str, str]:

@@ -8,7 +8,6 @@ run's deploy serves its own version or is skipped. Repeated, since the order var
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,18 +17,14 @@ import pytest
 from taskyard import deployments
 from taskyard.demo import publish
 from taskyard.run.store import RunStore
-from tests.mlflowutil import migrated_store
 
 MODEL = "wine-classifier"
 QUALITIES = {"good": "n_estimators=10,max_depth=2", "better": "n_estimators=20,max_depth=4"}
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> Path:
-    migrated_store(tmp_path, monkeypatch, tmp_path_factory)
-    yield Path(os.environ["TASKYARD_HOME"])
-    for dep in deployments.list_deployments():  # never leave a model server behind
-        deployments.stop_deployment(dep)
+def home(ml_home: Path) -> Path:
+    return ml_home
 
 
 @pytest.mark.slow

@@ -49,23 +49,28 @@ class DataSection(_Section):
     source: str = Field(pattern=r"^(python|sklearn|csv):.+")
     target: str = "target"
     features: list[str] | None = None
+    parse_dates: list[str] = Field(default_factory=list)  # CSV columns read as datetimes
     test_size: float = Field(0.25, gt=0, lt=1)
     seed: int = 42
+
+
+PYTHON_REF = r"^python:[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
 
 class ModelSection(_Section):
     framework: Framework = "sklearn"
     task: Task = "classification"
     estimator: str | None = None
+    # The project's own model: ``python:pkg.module:function`` returning an UNFITTED
+    # scikit-learn-compatible estimator (a Pipeline with its own ColumnTransformer, xgboost's
+    # sklearn API, ...). taskyard fits it on the training split only.
+    factory: str | None = Field(default=None, pattern=PYTHON_REF)
     params: dict[str, Any] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _estimator(self) -> ModelSection:
-        if self.framework == "sklearn":
-            self.estimator = self.estimator or DEFAULT_ESTIMATORS[self.task]
-        elif self.estimator:
-            raise ValueError(f"'estimator' is for framework 'sklearn', not {self.framework!r}")
-        return self
+
+class TrainSection(_Section):
+    # Full control: ``python:pkg.module:function(ctx) -> fitted model`` (see taskyard.ml.custom).
+    entrypoint: str | None = Field(default=None, pattern=PYTHON_REF)
 
 
 class MetricSection(_Section):
@@ -81,8 +86,27 @@ class ProjectConfig(_Section):
     project: ProjectSection
     data: DataSection
     model: ModelSection = Field(default_factory=ModelSection)
+    train: TrainSection = Field(default_factory=TrainSection)
     metric: MetricSection = Field(default_factory=MetricSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
+
+    @model_validator(mode="after")
+    def _model(self) -> ProjectConfig:
+        m, entry = self.model, self.train.entrypoint
+        if entry and (m.factory or m.estimator):
+            raise ValueError("train.entrypoint builds the model: drop model.factory/estimator")
+        if m.factory and m.estimator:
+            raise ValueError("model.factory and model.estimator exclude each other")
+        if m.factory and m.framework == "torch":
+            raise ValueError(
+                "model.factory returns a scikit-learn-compatible estimator; a torch model of "
+                "the project's own trains through train.entrypoint (ctx.fit_torch)"
+            )
+        if m.framework != "sklearn" and m.estimator:
+            raise ValueError(f"'estimator' is for framework 'sklearn', not {m.framework!r}")
+        if m.framework == "sklearn" and not (m.factory or entry):
+            m.estimator = m.estimator or DEFAULT_ESTIMATORS[m.task]
+        return self
 
     @model_validator(mode="after")
     def _metric(self) -> ProjectConfig:
@@ -94,6 +118,11 @@ class ProjectConfig(_Section):
             raise ValueError(f"metric {name!r} is for {METRICS[name].task}, not {task}")
         self.metric.name = name
         return self
+
+    @property
+    def own_model(self) -> bool:
+        """The project brings its model (and so its own preprocessing of raw columns)."""
+        return bool(self.model.factory or self.train.entrypoint)
 
     @property
     def metric_name(self) -> str:
@@ -173,28 +202,39 @@ def _as_frame(obj: Any, target: str, where: str) -> pd.DataFrame:
     )
 
 
-def _python_loader(root: Path, spec: str, target: str) -> pd.DataFrame:
+def project_callable(root: Path, ref: str, what: str) -> Any:
+    """``pkg.module:function`` from the project folder (``python:`` prefix optional).
+
+    The project's own package lives in its folder; it wins over anything installed, and over a
+    same-named package imported earlier in this process from another checkout. The folder
+    stays on ``sys.path``: the function may import its siblings later (a model's transformers
+    at predict time).
+    """
+    spec = ref.removeprefix("python:")
     module_name, _, func_name = spec.partition(":")
     if not module_name or not func_name:
-        raise StepError(f"data.source 'python:{spec}' must look like 'python:package.module:func'")
-    # The project's own package lives in its folder; it wins over anything installed, and over
-    # a same-named package imported earlier in this process from another checkout.
+        raise StepError(f"{what} 'python:{spec}' must look like 'python:package.module:func'")
     top = module_name.split(".")[0]
     local = (root / top).is_dir() or (root / f"{top}.py").is_file()
     for name in [m for m in sys.modules if local and (m == top or m.startswith(top + "."))]:
         origin = getattr(sys.modules[name], "__file__", None) or ""
         if not Path(origin).resolve().is_relative_to(root):
             del sys.modules[name]
-    sys.path.insert(0, str(root))
+    if str(root) in sys.path:
+        sys.path.remove(str(root))
+    sys.path.insert(0, str(root))  # first: before another checkout's folder from earlier
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise StepError(f"data.source: cannot import {module_name!r} from {root}: {e}") from None
-    finally:
-        sys.path.remove(str(root))
+        raise StepError(f"{what}: cannot import {module_name!r} from {root}: {e}") from None
     func = getattr(module, func_name, None)
     if not callable(func):
-        raise StepError(f"data.source: {module_name} has no function {func_name!r}")
+        raise StepError(f"{what}: {module_name} has no function {func_name!r}")
+    return func
+
+
+def _python_loader(root: Path, spec: str, target: str) -> pd.DataFrame:
+    func = project_callable(root, spec, "data.source")
     try:
         result = func()
     except Exception as e:
@@ -221,20 +261,24 @@ def _sklearn_loader(name: str, target: str) -> pd.DataFrame:
     return frame
 
 
-def _csv_loader(root: Path, rel: str) -> pd.DataFrame:
+def _csv_loader(root: Path, rel: str, dates: list[str]) -> pd.DataFrame:
     import pandas as pd
 
     path = (root / rel).resolve()
     if not path.is_file():
         raise StepError(f"data.source: CSV file {path} not found")
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(path, parse_dates=dates or False)
     except (ValueError, pd.errors.ParserError) as e:
         raise StepError(f"data.source: cannot read {path.name}: {e}") from None
 
 
 def load_frame(project: Project) -> pd.DataFrame:
-    """Load the data and check it has the target and numeric features the config names."""
+    """Load the data and check it has the target and the features the config names.
+
+    Built-in models need numeric features; a project model (``model.factory`` or
+    ``train.entrypoint``) takes the raw columns, strings and datetimes included.
+    """
     data = project.config.data
     kind, _, spec = data.source.partition(":")
     if kind == "python":
@@ -242,7 +286,7 @@ def load_frame(project: Project) -> pd.DataFrame:
     elif kind == "sklearn":
         frame = _sklearn_loader(spec, data.target)
     else:
-        frame = _csv_loader(project.root, spec)
+        frame = _csv_loader(project.root, spec, data.parse_dates)
     if frame.empty:
         raise StepError(f"data.source {data.source} returned no rows")
     cols = [str(c) for c in frame.columns]
@@ -254,11 +298,13 @@ def load_frame(project: Project) -> pd.DataFrame:
         raise StepError(f"data.features: columns not in the data: {', '.join(missing)}")
     if frame[data.target].isna().any():
         raise StepError(f"data.target: column {data.target!r} has missing values")
+    if project.config.own_model:
+        return frame  # raw columns are the project model's business (its own preprocessing)
     for col in feature_columns(project, frame):
         if frame[col].dtype.kind not in "biuf":
             raise StepError(
                 f"data: feature column {col!r} is not numeric ({frame[col].dtype})",
-                "encode it in the project's data loader",
+                "encode it in a model.factory pipeline (e.g. a ColumnTransformer)",
             )
     return frame
 

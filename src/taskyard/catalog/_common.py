@@ -72,7 +72,10 @@ def project_params() -> list[Param]:
         Param(
             name="subdirectory",
             default="repo",
-            description="Folder of the cloned project inside the `source` workspace.",
+            description=(
+                "Folder of the project inside the `source` workspace: `repo` (where git-clone "
+                "puts it), or `repo/<path>` for a project inside a monorepo."
+            ),
         ),
         Param(
             name="config",

@@ -3,23 +3,23 @@
 Serialization: **skops** (MLflow's default since 3.x), chosen on purpose. Unlike pickle and
 cloudpickle, loading a skops file only rebuilds types on an allow-list, so pulling a champion
 from the registry cannot run arbitrary code. The allow-list is what this very model holds,
-restricted to scikit-learn, NumPy and SciPy types; a model with anything else (a custom class
-from the project) fails here with a clear error instead of at serving time.
+restricted to what :mod:`taskyard.ml.trust` allows (the libraries, and for a project's own
+model its modules and declared packages); anything else fails here with the type named,
+instead of at serving time. The same logging serves ``model.factory`` estimators.
 """
 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taskyard.errors import StepError
-from taskyard.ml import BASE_REQUIREMENTS, FitSpec, check_params, pins
+from taskyard.ml import BASE_REQUIREMENTS, FitSpec, check_params, pins, trust
 
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow.models.model import ModelInfo
-
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
 
 
 def _estimator_class(path: str) -> type:
@@ -36,10 +36,13 @@ def _estimator_class(path: str) -> type:
 
 
 class SklearnModel:
-    def __init__(self, estimator: Any, params: dict[str, Any]) -> None:
+    """A fitted estimator; ``root`` is the project folder when the project built it."""
+
+    def __init__(self, estimator: Any, params: dict[str, Any], root: Path | None = None) -> None:
         self.estimator = estimator
         self.params = params
         self.device = "cpu"
+        self.root = root
 
     def log_model(self, name: str, input_example: pd.DataFrame) -> ModelInfo:
         import mlflow
@@ -47,22 +50,24 @@ class SklearnModel:
         from mlflow.models import infer_signature
 
         untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(self.estimator))
-        odd = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
-        if odd:
-            raise StepError(
-                f"the model holds types skops will not load safely: {', '.join(odd)}",
-                "use scikit-learn estimators only",
-            )
+        types = trust.trusted(untrusted, self.root)
+        requirements = [
+            *pins(("mlflow", "mlflow-skinny"), "scikit-learn", "skops", *BASE_REQUIREMENTS[1:]),
+            *trust.library_pins(types),
+        ]
+        code = None
+        if self.root is not None:
+            requirements += trust.requirement_pins(self.root)
+            code = trust.code_paths(self.root, types) or None
         return mlflow.sklearn.log_model(
             self.estimator,
             name=name,
             serialization_format="skops",
-            skops_trusted_types=untrusted,
+            skops_trusted_types=types,
             signature=infer_signature(input_example, self.estimator.predict(input_example)),
             input_example=input_example,
-            pip_requirements=pins(
-                ("mlflow", "mlflow-skinny"), "scikit-learn", "skops", *BASE_REQUIREMENTS[1:]
-            ),
+            code_paths=code,
+            pip_requirements=sorted(set(requirements)),
         )
 
 

@@ -119,8 +119,36 @@ def fit(spec: FitSpec, x: pd.DataFrame, y: pd.Series) -> TorchModel:
         net.y_mean.copy_(ys.mean(0))
         net.y_std.copy_(ys.std(0).clamp_min(1e-6))
         ys = (ys - net.y_mean) / net.y_std
-    net, xs, ys = net.to(device), xs.to(device), ys.to(device)
+    amp = train_loop(net, xs, ys, p, classification=classification, device=device, seed=spec.seed)
+    net.eval()
+    meta = {
+        "task": spec.task,
+        "features": [str(c) for c in x.columns],
+        "hidden": p["hidden"],
+        "classes": None if classes is None else classes.tolist(),
+    }
+    info = {**p, "amp": amp}
+    return TorchModel(net, meta, info, device)
 
+
+def train_loop(
+    net: Any,
+    xs: Any,
+    ys: Any,
+    p: dict[str, Any],
+    *,
+    classification: bool,
+    device: str,
+    seed: int,
+) -> str:
+    """Train ``net`` in place (AdamW, seeded shuffling); return the AMP dtype used or "off".
+
+    The one loop for taskyard's MLP and a project's own module (``ctx.fit_torch``). ``net``
+    ends on the CPU in eval mode.
+    """
+    import torch
+
+    net, xs, ys = net.to(device), xs.to(device), ys.to(device)
     amp = device == "cuda"
     dtype = torch.bfloat16  # also the (unused) autocast dtype on the CPU
     if amp and not torch.cuda.is_bf16_supported():
@@ -128,7 +156,7 @@ def fit(spec: FitSpec, x: pd.DataFrame, y: pd.Series) -> TorchModel:
     scaler = torch.amp.GradScaler("cuda", enabled=amp and dtype == torch.float16)
     loss_fn = torch.nn.CrossEntropyLoss() if classification else torch.nn.MSELoss()
     opt = torch.optim.AdamW(net.parameters(), lr=p["lr"], weight_decay=p["weight_decay"])
-    gen = torch.Generator().manual_seed(spec.seed)  # shuffling is seeded too
+    gen = torch.Generator().manual_seed(seed)  # shuffling is seeded too
     net.train()
     for _ in range(p["epochs"]):
         for idx in torch.randperm(len(xs), generator=gen).split(p["batch_size"]):
@@ -139,12 +167,5 @@ def fit(spec: FitSpec, x: pd.DataFrame, y: pd.Series) -> TorchModel:
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
-    net.eval()
-    meta = {
-        "task": spec.task,
-        "features": [str(c) for c in x.columns],
-        "hidden": p["hidden"],
-        "classes": None if classes is None else classes.tolist(),
-    }
-    info = {**p, "amp": str(dtype).removeprefix("torch.") if amp else "off"}
-    return TorchModel(net.cpu(), meta, info, device)
+    net.cpu().eval()
+    return str(dtype).removeprefix("torch.") if amp else "off"

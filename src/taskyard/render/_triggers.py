@@ -7,13 +7,17 @@ branch deletes never run anything.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from taskyard.render.docs import EXAMPLE_VALUES
 from taskyard.render.emit import HEADER
+from taskyard.render.values import CATALOG, Values
+
+if TYPE_CHECKING:
+    from taskyard.spec import PipelineSpec
 
 ZERO_SHA = "0" * 40
 PART_OF = "taskyard"
@@ -42,8 +46,22 @@ class CronTrigger:
 class Plan:
     push: tuple[PushTrigger, ...]
     cron: tuple[CronTrigger, ...]
-    # The repository the GitHub EventSource names (Argo Events requires one; docs: replace).
-    repo_url: str = EXAMPLE_VALUES["repo-url"]
+    # The repository, model, MLflow server the triggers name (the catalog: placeholders).
+    values: Values = CATALOG
+    # The pipelines the triggers run, by name; None: the catalog's.
+    pipelines: Mapping[str, PipelineSpec] | None = None
+
+    @property
+    def repo_url(self) -> str:
+        """The repository the GitHub EventSource names (Argo Events requires one)."""
+        return self.values.repo_url
+
+    def pipeline(self, name: str) -> PipelineSpec:
+        if self.pipelines is not None:
+            return self.pipelines[name]
+        from taskyard.catalog import PIPELINES
+
+        return PIPELINES[name]
 
 
 DEFAULT = Plan(
@@ -57,7 +75,7 @@ DEFAULT = Plan(
             pipeline="retrain",
             schedule="0 3 * * *",
             timezone="UTC",
-            repo_url=EXAMPLE_VALUES["repo-url"],
+            repo_url=CATALOG.repo_url,
             revision="main",
         ),
     ),

@@ -92,6 +92,7 @@ class Options:
     memoize_max_age: str = "168h"
     memoize_cache: str = "taskyard-train-cache"
     service_account: str | None = None
+    namespace: str | None = None  # metadata.namespace (None: wherever it is applied)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class CronOptions:
     arguments: Mapping[str, str] = field(
         default_factory=lambda: {"repo-url": "https://git.example.com/your-team/your-project.git"}
     )
+    namespace: str | None = None
 
 
 def tag(expr: str) -> str:
@@ -386,6 +388,7 @@ def workflow_template(spec: PipelineSpec, opts: Options | None = None) -> Workfl
     uid = opts.run_as_user
     return WorkflowTemplate(
         name=opts.name or spec.name,
+        namespace=opts.namespace,
         labels={
             "app.kubernetes.io/part-of": "taskyard",
             "app.kubernetes.io/name": spec.name,
@@ -426,6 +429,7 @@ def cron_workflow(spec: PipelineSpec, opts: CronOptions | None = None) -> CronWo
             raise RenderError(f"pipeline {spec.name!r}: cron argument {key!r} is not a param")
     return CronWorkflow(
         name=opts.name or f"{spec.name}-cron",
+        namespace=opts.namespace,
         labels={"app.kubernetes.io/part-of": "taskyard", "app.kubernetes.io/name": spec.name},
         annotations={
             "workflows.argoproj.io/title": f"{spec.display_name} (scheduled)",

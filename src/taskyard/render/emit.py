@@ -2,12 +2,15 @@
 
 Each engine module exposes ``files() -> dict[str, str]`` (repo-relative path -> text), a pure
 function of the catalog; ``check`` compares that with what is committed (the drift test).
+:func:`write_files` writes any such mapping (a repository's render, ``render/project.py``).
 """
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
+
+from taskyard.errors import RenderError
 
 ENGINES = {
     "tekton": "taskyard.render.tekton_files",
@@ -28,9 +31,16 @@ def rendered(engines: list[str] | None = None) -> dict[str, str]:
 
 
 def write(root: Path, engines: list[str] | None = None) -> list[Path]:
+    return write_files(root, rendered(engines))
+
+
+def write_files(root: Path, files: dict[str, str]) -> list[Path]:
+    """Write each relative path under ``root`` (unchanged files are not touched)."""
     written = []
-    for rel, text in sorted(rendered(engines).items()):
+    for rel, text in sorted(files.items()):
         path = root / rel
+        if not path.resolve().is_relative_to(root.resolve()):
+            raise RenderError(f"rendered path {rel!r} leaves {root}")
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.read_text() != text:
             path.write_text(text)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from taskyard.render.docs import duration, sample_params
+from taskyard.render.values import CATALOG, Values
 from taskyard.spec import Param, PipelineSpec, PipelineTask, TaskSpec, refs
 
 API = "tekton.dev/v1"
@@ -197,10 +198,10 @@ def _params_list(values: dict[str, str]) -> list[dict[str, str]]:
     return [{"name": k, "value": v} for k, v in values.items()]
 
 
-def taskrun_sample(t: TaskSpec) -> dict[str, Any]:
+def taskrun_sample(t: TaskSpec, values: Values = CATALOG) -> dict[str, Any]:
     """A TaskRun of the Task alone: required params, required workspaces on one PVC."""
     spec: dict[str, Any] = {"taskRef": {"kind": "Task", "name": t.name}}
-    params = sample_params(t.params)
+    params = sample_params(t.params, values)
     if params:
         spec["params"] = _params_list(params)
     spaces = [w for w in t.workspaces if not w.optional]
@@ -219,10 +220,10 @@ def taskrun_sample(t: TaskSpec) -> dict[str, Any]:
     }
 
 
-def pipelinerun_sample(p: PipelineSpec) -> dict[str, Any]:
+def pipelinerun_sample(p: PipelineSpec, values: Values = CATALOG) -> dict[str, Any]:
     """A PipelineRun: a fresh PVC per run for ``source``; GPU tasks steered to GPU nodes."""
     spec: dict[str, Any] = {"pipelineRef": {"name": p.name}}
-    params = sample_params(p.params)
+    params = sample_params(p.params, values)
     if params:
         spec["params"] = _params_list(params)
     spaces = [w for w in p.workspaces if not w.optional]

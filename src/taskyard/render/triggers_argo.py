@@ -11,6 +11,9 @@
   WorkflowTemplate (``hera/<pipeline>.yaml``) with ``repo-url``/``revision`` from the payload.
 * RBAC: the sensor may only create Workflows; the calendar source may only keep its ConfigMap.
 
+A pinned plan (a team's repository, :mod:`taskyard.render.project`) submits the repository,
+model name and MLflow URI as literal arguments and takes only ``revision`` from the event.
+
 Pure: the plan in, dicts out; :func:`files` gives the committed YAML.
 """
 
@@ -139,7 +142,22 @@ def paths_script(paths: tuple[str, ...]) -> str:
     )
 
 
-def _workflow(pipeline: str) -> dict[str, Any]:
+def _arguments(pipeline: str, plan: Plan) -> list[dict[str, str]]:
+    """``repo-url`` and ``revision`` (index 0 and 1: the trigger fills them from the event);
+    pinned, the plan's repository, model name and MLflow URI instead of the event's."""
+    if not plan.values.pinned:
+        return [{"name": "repo-url", "value": ""}, {"name": "revision", "value": ""}]
+    declared = {p.name for p in plan.pipeline(pipeline).params}
+    out = [{"name": "repo-url", "value": plan.values.repo_url}, {"name": "revision", "value": ""}]
+    out += [
+        {"name": name, "value": value}
+        for name, value in plan.values.pinned_params().items()
+        if name in declared
+    ]
+    return out
+
+
+def _workflow(pipeline: str, plan: Plan) -> dict[str, Any]:
     return {
         "apiVersion": API,
         "kind": "Workflow",
@@ -149,17 +167,14 @@ def _workflow(pipeline: str) -> dict[str, Any]:
         },
         "spec": {
             "workflowTemplateRef": {"name": pipeline},
-            "arguments": {
-                "parameters": [
-                    {"name": "repo-url", "value": ""},
-                    {"name": "revision", "value": ""},
-                ]
-            },
+            "arguments": {"parameters": _arguments(pipeline, plan)},
         },
     }
 
 
-def _trigger(pipeline: str, dependency: str, repo_key: str, revision_key: str) -> dict[str, Any]:
+def _trigger(
+    pipeline: str, dependency: str, repo_key: str, revision_key: str, plan: Plan
+) -> dict[str, Any]:
     def param(index: int, key: str) -> dict[str, Any]:
         return {
             "src": {"dependencyName": dependency, "dataKey": key},
@@ -171,15 +186,19 @@ def _trigger(pipeline: str, dependency: str, repo_key: str, revision_key: str) -
             "name": f"submit-{pipeline}",
             "argoWorkflow": {
                 "operation": "submit",
-                "source": {"resource": _workflow(pipeline)},
-                "parameters": [param(0, repo_key), param(1, revision_key)],
+                "source": {"resource": _workflow(pipeline, plan)},
+                "parameters": (
+                    [param(1, revision_key)]
+                    if plan.values.pinned
+                    else [param(0, repo_key), param(1, revision_key)]
+                ),
             },
         },
         "retryStrategy": {"steps": 3},
     }
 
 
-def push_sensor(trigger: PushTrigger) -> dict[str, Any]:
+def push_sensor(trigger: PushTrigger, plan: Plan = DEFAULT) -> dict[str, Any]:
     filters: dict[str, Any] = {
         "data": [
             {"path": "headers.X-Github-Event", "type": "string", "value": ["push"]},
@@ -209,13 +228,13 @@ def push_sensor(trigger: PushTrigger) -> dict[str, Any]:
                 }
             ],
             "triggers": [
-                _trigger(trigger.pipeline, "push", "body.repository.clone_url", "body.after")
+                _trigger(trigger.pipeline, "push", "body.repository.clone_url", "body.after", plan)
             ],
         },
     }
 
 
-def cron_sensor(cron: CronTrigger) -> dict[str, Any]:
+def cron_sensor(cron: CronTrigger, plan: Plan = DEFAULT) -> dict[str, Any]:
     return {
         "apiVersion": API,
         "kind": "Sensor",
@@ -226,7 +245,7 @@ def cron_sensor(cron: CronTrigger) -> dict[str, Any]:
                 {"name": "schedule", "eventSourceName": CALENDAR_SOURCE, "eventName": cron.name}
             ],
             "triggers": [
-                _trigger(cron.pipeline, "schedule", "metadata.repo-url", "metadata.revision")
+                _trigger(cron.pipeline, "schedule", "metadata.repo-url", "metadata.revision", plan)
             ],
         },
     }
@@ -251,12 +270,16 @@ def _role(name: str, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def rbac() -> list[dict[str, Any]]:
+def rbac(calendar: bool = True) -> list[dict[str, Any]]:
+    """The sensor's account; the calendar source's too when there is a schedule."""
+    sensor = _role(
+        SENSOR_ACCOUNT,
+        [{"apiGroups": ["argoproj.io"], "resources": ["workflows"], "verbs": ["create"]}],
+    )
+    if not calendar:
+        return sensor
     return [
-        *_role(
-            SENSOR_ACCOUNT,
-            [{"apiGroups": ["argoproj.io"], "resources": ["workflows"], "verbs": ["create"]}],
-        ),
+        *sensor,
         *_role(
             CALENDAR_ACCOUNT,
             [
@@ -276,8 +299,9 @@ def objects(plan: Plan = DEFAULT) -> dict[str, list[dict[str, Any]]]:
         sources.append(calendar_source(plan.cron))
     return {
         "eventsources.yaml": sources,
-        "sensors.yaml": [push_sensor(t) for t in plan.push] + [cron_sensor(c) for c in plan.cron],
-        "rbac.yaml": rbac(),
+        "sensors.yaml": [push_sensor(t, plan) for t in plan.push]
+        + [cron_sensor(c, plan) for c in plan.cron],
+        "rbac.yaml": rbac(calendar=bool(plan.cron)),
     }
 
 

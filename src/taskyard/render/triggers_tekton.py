@@ -10,6 +10,10 @@ PipelineRun with ``generateName``. Tekton has no cron: a ``batch/v1`` CronJob po
 ``taskyard-schedule`` event to the listener (GitHub's HMAC scheme, so the same interceptor
 verifies it) and its own binding starts ``retrain``.
 
+A plan for a team's own repository (``plan.values.pinned``, :mod:`taskyard.render.project`)
+binds only ``revision`` from the event: its TriggerTemplates carry the repository, model name
+and MLflow URI as literals, so a signed event can choose a commit but never the repository.
+
 Pure: the plan in, dicts out; :func:`files` gives the committed YAML.
 """
 
@@ -17,7 +21,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskyard.catalog import PIPELINES
 from taskyard.render import tekton
 from taskyard.render._triggers import (
     DEFAULT,
@@ -31,13 +34,14 @@ from taskyard.render._triggers import (
     glob_regex,
     to_text,
 )
+from taskyard.render.values import CATALOG
 
 API = "triggers.tekton.dev/v1beta1"
 FOLDER = "triggers/tekton"
 LISTENER = "taskyard"
 ACCOUNT = "taskyard-triggers"
 # ClusterRoleBinding subjects need a namespace: the one docs/triggers.md applies these into.
-NAMESPACE = "taskyard"
+NAMESPACE = CATALOG.namespace
 SCHEDULE_EVENT = "taskyard-schedule"
 # Tekton names the listener's Service `el-<name>`; it listens on 8080.
 LISTENER_URL = f"http://el-{LISTENER}:8080"
@@ -80,9 +84,9 @@ def _meta(name: str, **extra: Any) -> dict[str, Any]:
 # -- RBAC: the least the listener needs to read its config and create PipelineRuns ----------
 
 
-def rbac() -> list[dict[str, Any]]:
+def rbac(namespace: str = NAMESPACE) -> list[dict[str, Any]]:
     read = ["get", "list", "watch"]
-    subject = {"kind": "ServiceAccount", "name": ACCOUNT, "namespace": NAMESPACE}
+    subject = {"kind": "ServiceAccount", "name": ACCOUNT, "namespace": namespace}
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(ACCOUNT)},
         {
@@ -142,34 +146,37 @@ def rbac() -> list[dict[str, Any]]:
 # -- bindings, templates, listener ----------------------------------------------------------
 
 
-def _binding(name: str, repo_url: str, revision: str) -> dict[str, Any]:
+def _binding(name: str, repo_url: str | None, revision: str) -> dict[str, Any]:
+    """``repo-url`` (None: pinned in the template, so the event cannot pick it) and ``revision``."""
+    params = [{"name": "repo-url", "value": repo_url}] if repo_url is not None else []
+    params.append({"name": "revision", "value": revision})
     return {
         "apiVersion": API,
         "kind": "TriggerBinding",
         "metadata": _meta(name),
-        "spec": {
-            "params": [
-                {"name": "repo-url", "value": repo_url},
-                {"name": "revision", "value": revision},
-            ]
-        },
+        "spec": {"params": params},
     }
 
 
-def bindings() -> list[dict[str, Any]]:
+def bindings(plan: Plan = DEFAULT) -> list[dict[str, Any]]:
+    pinned = plan.values.pinned
     out = [
-        _binding(f"taskyard-{provider}-push", p["repo_url"], "$(body.after)")
+        _binding(f"taskyard-{provider}-push", None if pinned else p["repo_url"], "$(body.after)")
         for provider, p in PROVIDERS.items()
     ]
-    out.append(_binding("taskyard-schedule", "$(body.repo_url)", "$(body.revision)"))
+    schedule_repo = None if pinned else "$(body.repo_url)"
+    out.append(_binding("taskyard-schedule", schedule_repo, "$(body.revision)"))
     return out
 
 
-def pipelinerun(pipeline: str) -> dict[str, Any]:
-    """The catalog's PipelineRun for ``pipeline``, its repo-url/revision from the template."""
-    run = tekton.pipelinerun_sample(PIPELINES[pipeline])
+def pipelinerun(pipeline: str, plan: Plan = DEFAULT) -> dict[str, Any]:
+    """The PipelineRun for ``pipeline``: the plan's values, revision (and, unless pinned,
+    repo-url) from the template's params."""
+    run = tekton.pipelinerun_sample(plan.pipeline(pipeline), plan.values)
     params = {p["name"]: p["value"] for p in run["spec"].get("params", [])}
-    params.update({"repo-url": "$(tt.params.repo-url)", "revision": "$(tt.params.revision)"})
+    if not plan.values.pinned:
+        params["repo-url"] = "$(tt.params.repo-url)"
+    params["revision"] = "$(tt.params.revision)"
     run["spec"]["params"] = [{"name": k, "value": v} for k, v in params.items()]
     run["metadata"]["labels"] = {
         "app.kubernetes.io/part-of": PART_OF,
@@ -178,18 +185,15 @@ def pipelinerun(pipeline: str) -> dict[str, Any]:
     return run
 
 
-def template(pipeline: str) -> dict[str, Any]:
+def template(pipeline: str, plan: Plan = DEFAULT) -> dict[str, Any]:
+    params = [{"name": "revision", "description": "The commit SHA (or branch) to run."}]
+    if not plan.values.pinned:
+        params.insert(0, {"name": "repo-url", "description": "The repository to clone."})
     return {
         "apiVersion": API,
         "kind": "TriggerTemplate",
         "metadata": _meta(f"taskyard-{pipeline}"),
-        "spec": {
-            "params": [
-                {"name": "repo-url", "description": "The repository to clone."},
-                {"name": "revision", "description": "The commit SHA (or branch) to run."},
-            ],
-            "resourcetemplates": [pipelinerun(pipeline)],
-        },
+        "spec": {"params": params, "resourcetemplates": [pipelinerun(pipeline, plan)]},
     }
 
 
@@ -341,13 +345,14 @@ def cron_objects(cron: CronTrigger) -> list[dict[str, Any]]:
 def objects(plan: Plan = DEFAULT) -> dict[str, list[dict[str, Any]]]:
     """Every object, grouped by the file it is committed in."""
     pipelines = sorted({t.pipeline for t in plan.push} | {c.pipeline for c in plan.cron})
-    return {
-        "rbac.yaml": rbac(),
-        "bindings.yaml": bindings(),
-        "templates.yaml": [template(p) for p in pipelines],
+    out = {
+        "rbac.yaml": rbac(plan.values.namespace),
+        "bindings.yaml": bindings(plan),
+        "templates.yaml": [template(p, plan) for p in pipelines],
         "eventlistener.yaml": [event_listener(plan)],
         "cron.yaml": [obj for c in plan.cron for obj in cron_objects(c)],
     }
+    return {name: docs for name, docs in out.items() if docs}
 
 
 def files(plan: Plan = DEFAULT) -> dict[str, str]:

@@ -456,17 +456,39 @@ class Runner:
 
 
 def _step_error(log: Path | str, tail: int = 8192) -> str:
-    """The step's own one-line error (the contract: ``error: …`` on stderr), if it printed one."""
+    """The step's own error line from the last attempt's output, or "" (then the exit code).
+
+    First the contract's ``error: …`` line; a step of a fork's own may not keep the contract,
+    so next the last line that reads as an error: a Python exception (the last line of a
+    traceback, ``ValueError: boom``) or a tool's ``Error:`` / ``fatal:`` / ``ERROR`` line.
+    Ordinary output is never taken for the reason: a plain last line may be a progress message.
+    """
+    import re
+
     try:
         with open(log, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - tail))
-            lines = f.read().decode(errors="replace").splitlines()
+            text = f.read().decode(errors="replace")
     except OSError:
         return ""
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)  # colours of pytest, rich, pip
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if re.match(r"=== attempt \d+/\d+", line)]
+    lines = lines[starts[-1] + 1 :] if starts else lines  # this attempt's, not an earlier one's
     for line in reversed(lines):
         if line.startswith("error: "):
             return line.removeprefix("error: ").strip()
+    exception = re.compile(
+        r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit|Interrupt|Failure)(?::\s.*)?$"
+        r"|^(?:Error|ERROR|error|fatal|FATAL|Fatal)(?::|\s)\s*\S.*$"
+    )
+    for line in reversed(lines):
+        stripped = line.strip()
+        if line[:1].isspace() or not exception.match(stripped):
+            continue  # indented: a traceback's frames and source lines
+        reason = " ".join(stripped.split())
+        return reason if len(reason) <= 300 else reason[:299] + "…"
     return ""
 
 

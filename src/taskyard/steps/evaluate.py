@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taskyard import __version__, project
+from taskyard import __version__, envs, project
 from taskyard.errors import StepError
 from taskyard.ml.metrics import METRICS, TOLERANCE, Metric, evaluate
 from taskyard.steps import _cli, _mlflow
@@ -223,6 +223,7 @@ def judge(g: Gate, candidate_uri: str, candidate_score: float, champion: str | N
 
 
 def run(args: argparse.Namespace) -> None:
+    envs.reexec_in_project_env(args.source, args.subdirectory, "evaluate")
     import mlflow
 
     uri = args.model_uri.strip()

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from taskyard import __version__
+from taskyard import __version__, envs
 from taskyard.errors import StepError
 from taskyard.locks import model_lock
 from taskyard.steps import _cli, _mlflow, evaluate
@@ -193,6 +193,7 @@ def promote(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    envs.reexec_in_project_env(args.source, args.subdirectory, "promote")
     try:
         record = promote(args)
     except StepError as e:  # leave a record so the report can say why

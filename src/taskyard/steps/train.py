@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from taskyard import __version__, ml, project
+from taskyard import __version__, envs, ml, project
 from taskyard.errors import StepError
-from taskyard.ml import metrics
+from taskyard.ml import custom, metrics
 from taskyard.steps import _cli, _mlflow
 from taskyard.steps._results import write_results
 
@@ -52,6 +52,8 @@ def _run_params(cfg: project.ProjectConfig, hyper: dict[str, Any], rows: int) ->
         "model.framework": cfg.model.framework,
         "model.task": cfg.model.task,
         "model.estimator": cfg.model.estimator or "",
+        "model.factory": cfg.model.factory or "",
+        "train.entrypoint": cfg.train.entrypoint or "",
         "data.source": cfg.data.source,
         "data.target": cfg.data.target,
         "data.test_size": cfg.data.test_size,
@@ -61,7 +63,37 @@ def _run_params(cfg: project.ProjectConfig, hyper: dict[str, Any], rows: int) ->
     return {**meta, **{k: "None" if v is None else str(v)[:500] for k, v in hyper.items()}}
 
 
+def source_of(cfg: project.ProjectConfig) -> str:
+    """Where the model comes from: taskyard's trainers, the project's factory or entrypoint."""
+    if cfg.train.entrypoint:
+        return "entrypoint"
+    return "factory" if cfg.model.factory else "built-in"
+
+
+def fit(proj: project.Project, spec: ml.FitSpec, split: project.Holdout, active: Any) -> ml.Fitted:
+    """Train the model the config asks for (inside the active MLflow run)."""
+    cfg = proj.config
+    if cfg.train.entrypoint:
+        ctx = custom.TrainContext(
+            x_train=split.x_train,
+            y_train=split.y_train,
+            x_holdout=split.x_test,
+            y_holdout=split.y_test,
+            params=dict(spec.params),
+            task=spec.task,
+            device=custom.device_for(spec.device),
+            seed=spec.seed,
+            run=active,
+            project_root=proj.root,
+        )
+        return custom.run_entrypoint(proj.root, cfg.train.entrypoint, ctx)
+    if cfg.model.factory:
+        return custom.fit_factory(proj.root, cfg.model.factory, spec, split.x_train, split.y_train)
+    return ml.trainer(cfg.model.framework).fit(spec, split.x_train, split.y_train)
+
+
 def run(args: argparse.Namespace) -> None:
+    envs.reexec_in_project_env(args.source, args.subdirectory, "train")
     import mlflow
 
     proj = project.load(args.source, args.subdirectory, args.config)
@@ -76,21 +108,17 @@ def run(args: argparse.Namespace) -> None:
         device=args.device,
         estimator=cfg.model.estimator,
     )
-    trainer = ml.trainer(cfg.model.framework)
     model_name = args.model_name.strip() or cfg.project.name
+    origin = source_of(cfg)
 
     _mlflow.setup()
     experiment_id = _mlflow.experiment(cfg.experiment)
-    started = time.perf_counter()
-    fitted = trainer.fit(spec, split.x_train, split.y_train)
-    training_time = time.perf_counter() - started
-
     commit = args.commit.strip()
     tags = {
         "taskyard.step": STEP,
         "taskyard.version": __version__,
         "taskyard.framework": cfg.model.framework,
-        "taskyard.device": fitted.device,
+        "taskyard.model_source": origin,
         "taskyard.data_hash": digest,
         "taskyard.model_name": model_name,
     }
@@ -99,6 +127,10 @@ def run(args: argparse.Namespace) -> None:
     run_name = f"train-{commit[:8]}" if commit else "train"
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as active:
         run_id = active.info.run_id
+        started = time.perf_counter()
+        fitted = fit(proj, spec, split, active)
+        training_time = time.perf_counter() - started
+        mlflow.set_tag("taskyard.device", fitted.device)
         mlflow.log_params(_run_params(cfg, fitted.params, len(frame)))
         info = fitted.log_model("model", split.x_train.head(5))
         try:
@@ -129,6 +161,7 @@ def run(args: argparse.Namespace) -> None:
         {
             "results": results,
             "framework": cfg.model.framework,
+            "model_source": origin,
             "device": fitted.device,
             "params": fitted.params,
             "metrics": scores,
@@ -138,8 +171,9 @@ def run(args: argparse.Namespace) -> None:
             "commit": commit,
         },
     )
+    what = cfg.model.framework if origin == "built-in" else f"the project's model ({origin})"
     print(
-        f"trained {cfg.model.framework} on {fitted.device} in {training_time:.1f}s: "
+        f"trained {what} on {fitted.device} in {training_time:.1f}s: "
         f"{cfg.metric_name}={scores[cfg.metric_name]:.4f} on {len(split.x_test)} holdout rows; "
         f"run {run_id}"
     )

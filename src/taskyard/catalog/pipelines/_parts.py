@@ -22,6 +22,31 @@ GIT_PARAMS = [
         description="Let git-clone use file:// URLs and local paths (local runs, tests).",
     ),
 ]
+SUBDIRECTORY_PARAM = Param(
+    name="subdirectory",
+    default="",
+    description=(
+        "The project's folder inside the repository (monorepos); empty: the repository root."
+    ),
+)
+ALLOW_NO_TESTS_PARAM = Param(
+    name="allow-no-tests",
+    type="boolean",
+    default="false",
+    description="Let a project without tests pass the test task (passed = 0).",
+)
+CLONE_DIR = "repo"  # where git-clone puts the repository inside the `source` workspace
+
+
+def project_folder() -> str:
+    """The ML tasks' and run-tests' `subdirectory`: the project inside the cloned repository.
+
+    The empty default gives ``repo/``, which every step reads as ``repo``
+    (``Path("ws") / "repo/"`` is ``ws/repo``).
+    """
+    return f"{CLONE_DIR}/{param('subdirectory')}"
+
+
 MLFLOW_PARAM = Param(
     name="mlflow-tracking-uri",
     default="",
@@ -56,6 +81,7 @@ def clone_task() -> PipelineTask:
             "url": param("repo-url"),
             "revision": param("revision"),
             "allow-file": param("allow-file-url"),
+            "subdirectory": CLONE_DIR,
         },
         workspaces={
             "output": "source",

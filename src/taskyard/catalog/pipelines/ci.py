@@ -1,6 +1,14 @@
 """ci: clone and test; for pull requests and every push."""
 
-from taskyard.catalog.pipelines._parts import GIT_PARAMS, WORKSPACES, clone_task, report_task
+from taskyard.catalog.pipelines._parts import (
+    ALLOW_NO_TESTS_PARAM,
+    GIT_PARAMS,
+    SUBDIRECTORY_PARAM,
+    WORKSPACES,
+    clone_task,
+    project_folder,
+    report_task,
+)
 from taskyard.catalog.tasks import run_tests
 from taskyard.spec import Param, PipelineResult, PipelineSpec, PipelineTask, param, result
 
@@ -12,7 +20,9 @@ PIPELINE = PipelineSpec(
     tags=("ci", "pytest"),
     params=(
         *GIT_PARAMS,
+        SUBDIRECTORY_PARAM,
         Param(name="pytest-args", default="", description="Extra pytest arguments."),
+        ALLOW_NO_TESTS_PARAM,
     ),
     workspaces=tuple(WORKSPACES),
     tasks=(
@@ -20,7 +30,11 @@ PIPELINE = PipelineSpec(
         PipelineTask(
             name="test",
             task=run_tests.TASK,
-            params={"pytest-args": param("pytest-args")},
+            params={
+                "subdirectory": project_folder(),
+                "pytest-args": param("pytest-args"),
+                "allow-no-tests": param("allow-no-tests"),
+            },
             workspaces={"source": "source"},
             run_after=("clone",),
             timeout=1800,

@@ -7,11 +7,14 @@ promotion gate is defined once.
 from __future__ import annotations
 
 from taskyard.catalog.pipelines._parts import (
+    ALLOW_NO_TESTS_PARAM,
     GIT_PARAMS,
     MLFLOW_PARAM,
     MLFLOW_WORKSPACE,
+    SUBDIRECTORY_PARAM,
     WORKSPACES,
     clone_task,
+    project_folder,
     report_task,
 )
 from taskyard.catalog.tasks import deploy, evaluate, promote, run_tests, train
@@ -38,7 +41,8 @@ def build(
 ) -> PipelineSpec:
     mlflow = {"mlflow-tracking-uri": param("mlflow-tracking-uri")}
     ml_spaces = {"source": "source", "mlflow": "mlflow"}
-    config = {"config": param("config")}
+    # The project inside the clone (monorepos): config, imports and pytest are rooted there.
+    config = {"subdirectory": project_folder(), "config": param("config")}
     model_name = result("train", "model-name")
     tasks = [clone_task()]
     if with_tests:
@@ -46,7 +50,11 @@ def build(
             PipelineTask(
                 name="test",
                 task=run_tests.TASK,
-                params={"pytest-args": param("pytest-args")},
+                params={
+                    "subdirectory": project_folder(),
+                    "pytest-args": param("pytest-args"),
+                    "allow-no-tests": param("allow-no-tests"),
+                },
                 workspaces={"source": "source"},
                 run_after=("clone",),
                 timeout=1800,
@@ -121,10 +129,11 @@ def build(
     ]
     params = [
         *GIT_PARAMS,
+        SUBDIRECTORY_PARAM,
         Param(
             name="config",
             default="taskyard.toml",
-            description="The project's training config, relative to the repository root.",
+            description="The project's training config, relative to the project's folder.",
         ),
         Param(name="model-name", default="", description="Registered model name override."),
         Param(name="overrides", default="", description="Hyperparameter overrides (k=v,…)."),
@@ -156,6 +165,7 @@ def build(
     ]
     if with_tests:
         params.insert(2, Param(name="pytest-args", default="", description="Extra pytest args."))
+        params.insert(3, ALLOW_NO_TESTS_PARAM)
     return PipelineSpec(
         name=name,
         display_name=display_name,

@@ -10,13 +10,22 @@ TASK = step_task(
     display_name="run tests",
     description=(
         "Runs the project's pytest suite, writes a JUnit XML report into the workspace and "
-        "fails the task when any test fails."
+        "fails the task when any test fails, or when none is collected unless "
+        "`allow-no-tests` is true. A project with its own `requirements.txt` (or `[project] "
+        "dependencies`) is tested in its own environment on the local runner."
     ),
     categories=("Testing",),
     tags=("pytest", "test"),
     resources=Resources(cpu="1", memory="1Gi"),
     params=[
-        Param(name="subdirectory", default="repo", description="Project folder in `source`."),
+        Param(
+            name="subdirectory",
+            default="repo",
+            description=(
+                "Project folder in `source`: `repo` (where git-clone puts it), or "
+                "`repo/<path>` for a project inside a monorepo."
+            ),
+        ),
         Param(
             name="pytest-args",
             default="",
@@ -26,6 +35,12 @@ TASK = step_task(
             name="report",
             default="artifacts/junit.xml",
             description="Where to write the JUnit XML report, relative to `source`.",
+        ),
+        Param(
+            name="allow-no-tests",
+            type="boolean",
+            default="false",
+            description="Pass (with `passed` = 0) when the project has no tests to collect.",
         ),
     ],
     results=[
@@ -39,5 +54,6 @@ TASK = step_task(
         "--subdirectory", "$(params.subdirectory)",
         "--pytest-args", "$(params.pytest-args)",
         "--report", "$(params.report)",
+        "--allow-no-tests", "$(params.allow-no-tests)",
     ],
 )  # fmt: skip

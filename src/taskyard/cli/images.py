@@ -7,6 +7,7 @@ import os
 import sys
 
 from taskyard import __version__
+from taskyard.cli._common import UsageError
 
 
 def add_images(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -32,6 +33,16 @@ def add_images(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         action="store_true",
         help="no registry here: make the base with debootstrap + docker import (needs root)",
     )
+    b.add_argument(
+        "--project",
+        metavar="DIR",
+        help="instead: a train image FROM the catalog's train image with DIR's requirements",
+    )
+    b.add_argument(
+        "--tag",
+        metavar="TAG",
+        help="with --project: its tag (default: REGISTRY/train-<folder>:<requirements key>)",
+    )
     _tag_flags(b)
     b.set_defaults(func=_cmd_build)
     d = isub.add_parser("digests", parents=[common], help="tag, image id, pinned digest, size")
@@ -50,11 +61,13 @@ def _tag_flags(p: argparse.ArgumentParser) -> None:
 def _cmd_build(args: argparse.Namespace) -> int:
     from taskyard import images
 
+    if args.project is not None:
+        return _build_project(args)
+    if args.tag is not None:
+        raise UsageError("--tag is for --project; catalog images are tagged REGISTRY/NAME:VERSION")
     base = args.base or images.DEFAULT_BASE
     if args.debootstrap:
         if args.base:
-            from taskyard.cli import UsageError
-
             raise UsageError("--base and --debootstrap exclude each other")
         base = images.ensure_base(log=sys.stderr)
     tags = images.build(
@@ -63,6 +76,36 @@ def _cmd_build(args: argparse.Namespace) -> int:
     for built in images.describe(args.names, args.registry, args.version):
         if built.tag in tags:
             print(f"{built.tag}  {built.id}  {images.human(built.size)}")
+    return 0
+
+
+def _build_project(args: argparse.Namespace) -> int:
+    """The project's train image, on top of the catalog's train image of --registry/--version."""
+    from pathlib import Path
+
+    from taskyard import images
+
+    clash = [
+        f
+        for f, on in (
+            ("NAME", args.names),
+            ("--base", args.base != os.environ.get("TASKYARD_BASE_IMAGE")),  # given, not env
+            ("--debootstrap", args.debootstrap),
+        )
+        if on
+    ]
+    if clash:
+        raise UsageError(f"--project builds FROM the catalog's train image: drop {clash[0]}")
+    project = Path(args.project)
+    if not project.is_dir():
+        raise UsageError(f"--project {args.project}: not a folder")
+    ref = images.build_project_image(
+        project,
+        base_tag=images.tag("train", args.registry, args.version),
+        tag=args.tag or images.project_tag(project, args.registry),
+        log=sys.stderr,
+    )
+    print(ref)
     return 0
 
 

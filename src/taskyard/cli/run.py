@@ -1,0 +1,178 @@
+"""``taskyard run`` and ``taskyard runs [show]``: run a pipeline here, look at past runs."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.markup import escape
+
+from taskyard.cli._common import UsageError, add_executor_flag, add_param_flag, out, pairs
+from taskyard.errors import TaskyardError
+
+if TYPE_CHECKING:
+    from taskyard.run.store import RunRecord
+
+
+def add_run(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "run",
+        parents=[common],
+        help="run a pipeline locally",
+        description=(
+            "Run a pipeline on this machine, each task as a subprocess. PIPELINE is a catalog "
+            "name, path/to/file.py:ATTR or package.module:ATTR. A pipeline param "
+            "`mlflow-tracking-uri` left unset points at the taskyard home's SQLite store."
+        ),
+    )
+    p.add_argument("pipeline", metavar="PIPELINE")
+    add_param_flag(p)
+    p.add_argument(
+        "--workspace",
+        action="append",
+        metavar="NAME=PATH",
+        help="bind a pipeline workspace to an existing folder (default: a folder in the run)",
+    )
+    p.add_argument("--max-parallel", type=int, default=4, metavar="N", help="default: 4")
+    p.add_argument(
+        "--run-id",
+        metavar="ID",
+        help="the run's id (default: made up); for supervisors that track the run's folder",
+    )
+    add_executor_flag(p)
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return execute(
+        args.pipeline,
+        pairs(args.param, "-p"),
+        pairs(args.workspace, "--workspace"),
+        max_parallel=args.max_parallel,
+        executor=args.executor,
+        run_id=args.run_id,
+    )
+
+
+def execute(
+    pipeline: str,
+    params: dict[str, str],
+    workspaces: dict[str, str],
+    max_parallel: int,
+    executor: str = "subprocess",
+    run_id: str | None = None,
+) -> int:
+    """Run a pipeline with live progress; the exit code of ``taskyard run``."""
+    from taskyard.redact import redact
+    from taskyard.run import Runner, load_pipeline
+    from taskyard.run.progress import Progress
+    from taskyard.run.store import CANCELLED, SUCCEEDED
+
+    chosen = None
+    if executor == "docker":  # no daemon is the machine's problem (exit 1), not a usage error
+        from taskyard.run.docker import DockerExecutor
+
+        chosen = DockerExecutor()
+        chosen.check()
+    try:
+        spec = load_pipeline(pipeline)
+        runner = Runner(
+            spec,
+            params,
+            workspaces,
+            max_parallel=max_parallel,
+            executor=chosen,
+            observer=Progress(Console(stderr=False)),
+            run_id=run_id,
+        )
+    except TaskyardError as e:
+        raise UsageError(redact(str(e))) from e  # a bad param value may carry a secret URL
+    terminated = []
+
+    def on_term(signum: int, frame: object) -> None:
+        # Tasks run in their own sessions: a SIGTERM to this process (a supervisor such as
+        # `taskyard serve` stopping us) must stop them too, exactly as Ctrl-C does.
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        record = runner.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if record.status == SUCCEEDED:
+        return 0
+    # Like every expected failure: one `error:` line on stderr, after the summary.
+    if record.status == CANCELLED:
+        how = f"terminated ({signal.Signals(terminated[0]).name})" if terminated else "interrupted"
+        print(f"error: run {record.id} cancelled: {how}", file=sys.stderr)
+        return 128 + terminated[0] if terminated else 130
+    print(f"error: run {record.id} failed: {redact(failure(record))}", file=sys.stderr)
+    return 1
+
+
+def failure(record: RunRecord) -> str:
+    """Why a run failed, in one line: its first failed task (DAG before finally) and reason."""
+    from taskyard.run.store import FAILED
+
+    failed = [t for t in record.tasks.values() if t.state == FAILED]
+    failed.sort(key=lambda t: t.finally_)
+    if record.reason.startswith("PipelineRunTimeout") or not failed:
+        return record.reason or record.status
+    first = failed[0]
+    line = f"task {first.name!r} failed"
+    if first.reason:
+        line += f": {first.reason}"
+    if len(failed) > 1:
+        line += f" (and {len(failed) - 1} more)"
+    return " ".join(line.split())  # one line, whatever the reason held
+
+
+def add_runs(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("runs", parents=[common], help="past runs, newest first")
+    p.add_argument("-n", "--limit", type=int, default=20, help="how many (default: 20)")
+    p.set_defaults(func=cmd_runs)
+    runs_sub = p.add_subparsers(dest="runs_command", metavar="show")
+    show = runs_sub.add_parser("show", parents=[common], help="one run's tasks, results, logs")
+    show.add_argument("run_id", metavar="ID", help="a run id, a unique prefix, or `latest`")
+    show.add_argument("--log", metavar="TASK", help="print that task's log")
+    show.set_defaults(func=cmd_runs_show)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from taskyard.run.progress import runs_table
+    from taskyard.run.store import RunStore
+
+    store = RunStore()
+    runs = store.list()
+    if not runs:
+        print(f"no runs yet in {store.root}")
+        return 0
+    out().print(runs_table(runs[: args.limit]))
+    return 0
+
+
+def cmd_runs_show(args: argparse.Namespace) -> int:
+    from taskyard.redact import redact
+    from taskyard.run.progress import summary
+    from taskyard.run.store import RunStore
+
+    store = RunStore()
+    run = store.get(args.run_id)
+    if args.log:
+        sys.stdout.write(redact(store.log(run, args.log).read_text(errors="replace")))
+        sys.stdout.flush()
+        return 0
+    con = out()
+    con.print(f"[bold]{escape(run.pipeline)}[/] run [bold]{escape(run.id)}[/]")
+    con.print(f"[dim]folder:[/] {escape(run.dir)}")
+    for key, value in run.params.items():  # stored redacted; redacted again for older records
+        con.print(f"[dim]param[/] {escape(key)} = {escape(redact(value))}")
+    for key, value in run.workspaces.items():
+        con.print(f"[dim]workspace[/] {escape(key)} = {escape(value or '(unbound)')}")
+    con.print()
+    summary(run, con)
+    return 0
