@@ -209,3 +209,35 @@ def test_train_eval_deploy_promotes_the_project_model_and_serves_raw_rows(
     assert json.loads(served["smoke-prediction"])["predictions"]  # the logged raw example
     answer = post_raw_row(served["url"])
     assert answer["predictions"] in ([0], [1])
+
+
+PYFUNC = '''import mlflow
+
+
+class CityVote(mlflow.pyfunc.PythonModel):
+    """Predicts each city's most common label seen in training."""
+
+    def __init__(self, votes):
+        self.votes = votes
+
+    def predict(self, context, model_input, params=None):
+        return [self.votes.get(c, 0) for c in model_input["city"]]
+
+
+def train(ctx):
+    frame = ctx.x_train.assign(y=ctx.y_train)
+    return CityVote(frame.groupby("city")["y"].agg(lambda s: int(s.mode()[0])).to_dict())
+'''
+
+
+def test_entrypoint_returning_a_pythonmodel_is_logged_with_its_code(tmp_path, store) -> None:
+    import mlflow
+
+    ws = workspace(tmp_path, "entrypoint", **{"fare/torch_model.py": PYFUNC})
+    record = train(ws)
+    assert record["model_source"] == "entrypoint"
+    model = mlflow.pyfunc.load_model(record["results"]["model-uri"])
+    assert list(model.predict(raw_frame())) in ([0], [1])
+    run_id = record["results"]["run-id"]
+    code = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "model/code")}
+    assert code == {"model/code/fare"}
