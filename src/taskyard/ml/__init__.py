@@ -114,3 +114,33 @@ def pins(*distributions: str | tuple[str, ...]) -> list[str]:
 
 
 BASE_REQUIREMENTS = ("mlflow", "numpy", "pandas")
+
+
+def log_code_model(
+    name: str,
+    pyfunc_module: Any,
+    artifacts: dict[str, str],
+    input_example: pd.DataFrame,
+    requirements: list[str],
+    code_paths: list[str] | None = None,
+) -> ModelInfo:
+    """Log a pyfunc "model from code" (``pyfunc_module``'s file is copied into the model).
+
+    The input example is predicted through the very class that will serve it, so the logged
+    signature is what serving returns.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    served = pyfunc_module.SERVED()
+    served.load_context(mlflow.pyfunc.PythonModelContext(artifacts, None))
+    output = served.predict(None, input_example)
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=pyfunc_module.__file__,
+        artifacts=artifacts,
+        code_paths=code_paths,
+        signature=infer_signature(input_example, output),
+        input_example=input_example,
+        pip_requirements=sorted(set(requirements)),
+    )

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taskyard.errors import StepError
-from taskyard.ml import BASE_REQUIREMENTS, FitSpec, pick_device, pins, trust
+from taskyard.ml import BASE_REQUIREMENTS, FitSpec, log_code_model, pick_device, pins, trust
 from taskyard.ml.sklearn_ import SklearnModel
 
 if TYPE_CHECKING:
@@ -258,10 +258,8 @@ class CustomTorchModel:
         self.device = device
 
     def log_model(self, name: str, input_example: pd.DataFrame) -> ModelInfo:
-        import mlflow
         import skops.io
         import torch
-        from mlflow.models import infer_signature
 
         from taskyard.ml import torch_export_pyfunc as pyfunc_module
 
@@ -294,17 +292,8 @@ class CustomTorchModel:
                 raise StepError(f"cannot export the torch module (torch.export): {first}") from None
             torch.export.save(program, artifacts["module"])
             Path(artifacts["meta"]).write_text(json.dumps(meta, indent=2))
-            served = pyfunc_module.ExportedTorchModel()
-            served.load_context(mlflow.pyfunc.PythonModelContext(artifacts, None))
-            output = served.predict(None, input_example)
-            return mlflow.pyfunc.log_model(
-                name=name,
-                python_model=pyfunc_module.__file__,
-                artifacts=artifacts,
-                code_paths=code,
-                signature=infer_signature(input_example, output),
-                input_example=input_example,
-                pip_requirements=sorted(set(requirements)),
+            return log_code_model(
+                name, pyfunc_module, artifacts, input_example, requirements, code_paths=code
             )
 
 

@@ -69,29 +69,17 @@ class TorchModel:
         self.device = device
 
     def log_model(self, name: str, input_example: pd.DataFrame) -> ModelInfo:
-        import mlflow
         import torch
-        from mlflow.models import infer_signature
 
-        from taskyard.ml import torch_pyfunc
+        from taskyard.ml import log_code_model, torch_pyfunc
 
         with tempfile.TemporaryDirectory() as tmp:
             weights, meta = Path(tmp) / "weights.pt", Path(tmp) / "meta.json"
             torch.save({k: v.cpu() for k, v in self.net.state_dict().items()}, weights)
             meta.write_text(json.dumps(self.meta, indent=2))
-            # Predict the example through the very code that will serve it.
-            pyfunc = torch_pyfunc.TorchMLPModel()
             artifacts = {"weights": str(weights), "meta": str(meta)}
-            pyfunc.load_context(mlflow.pyfunc.PythonModelContext(artifacts, None))
-            output = pyfunc.predict(None, input_example)
-            return mlflow.pyfunc.log_model(
-                name=name,
-                python_model=torch_pyfunc.__file__,
-                artifacts=artifacts,
-                signature=infer_signature(input_example, output),
-                input_example=input_example,
-                pip_requirements=pins(("mlflow", "mlflow-skinny"), "torch", *BASE_REQUIREMENTS[1:]),
-            )
+            requirements = pins(("mlflow", "mlflow-skinny"), "torch", *BASE_REQUIREMENTS[1:])
+            return log_code_model(name, torch_pyfunc, artifacts, input_example, requirements)
 
 
 def fit(spec: FitSpec, x: pd.DataFrame, y: pd.Series) -> TorchModel:

@@ -58,4 +58,5 @@ class ExportedTorchModel(mlflow.pyfunc.PythonModel):
         return out[:, 0].numpy()
 
 
+SERVED = ExportedTorchModel  # what taskyard.ml.log_code_model instantiates
 mlflow.models.set_model(ExportedTorchModel())

@@ -82,4 +82,5 @@ class TorchMLPModel(mlflow.pyfunc.PythonModel):
         return self.net.unscale(out).squeeze(1).numpy()
 
 
+SERVED = TorchMLPModel  # what taskyard.ml.log_code_model instantiates
 mlflow.models.set_model(TorchMLPModel())
