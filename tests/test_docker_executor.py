@@ -368,3 +368,130 @@ def test_the_project_image_builds_from_the_train_image(docker_env: Dockerd, tmp_
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1.16.0", catalog_images.PROJECT_ENV_DIR, "off", "65532"]
     catalog_images.docker("image", "rm", ref, check=False)
+
+
+# ---- the rendered YAML itself (issue 12): `taskyard run FILE.yaml --executor docker` ---------
+CI_REGISTRY = "localhost/taskyard-ci"
+TEKTON_FILE = REPO_ROOT / "pipelines" / "train-eval-deploy" / "0.1" / "train-eval-deploy.yaml"
+ARGO_FILE = REPO_ROOT / "hera" / "train-eval-deploy.yaml"
+OUTCOME = ("commit", "tests-passed", "metric-name", "candidate-score", "promote", "promoted")
+OUTCOME += ("model-version", "smoke-prediction")
+
+
+@pytest.fixture
+def ci_images(images: list[str], docker_env: Dockerd) -> Iterator[dict[str, str]]:
+    """The images under another registry, and the defaults hidden meanwhile: a render that does
+    not pass its image params to a task then pulls a tag that is not there, and fails."""
+    moved = {}
+    for ref in images:
+        name = ref.rsplit("/", 1)[1]  # git:0.1.0
+        moved[ref] = f"{CI_REGISTRY}/{name}"
+        subprocess.run(["docker", "tag", ref, moved[ref]], check=True, capture_output=True)
+        subprocess.run(["docker", "rmi", ref], check=True, capture_output=True)
+    try:
+        yield {f"{ref.rsplit('/', 1)[1].split(':')[0]}-image": new for ref, new in moved.items()}
+    finally:
+        for ref, new in moved.items():
+            subprocess.run(["docker", "tag", new, ref], check=True, capture_output=True)
+
+
+def _file_run(path: Path, home: Path, url: str, images: dict[str, str], *extra: str):
+    params = {"repo-url": url, "allow-file-url": "true", "keep-serving": "false", **images}
+    flags = [x for k, v in params.items() for x in ("-p", f"{k}={v}")]
+    proc = taskyard(
+        "run", str(path), "--executor", "docker", *flags, *extra,
+        env={**os.environ, "TASKYARD_HOME": str(home)},
+    )  # fmt: skip
+    return proc, latest_run(home)
+
+
+def test_the_committed_renders_run_as_rendered_to_the_main_jobs_outcome(
+    ci_images: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The committed Tekton Pipeline and Argo WorkflowTemplate, each step in its image, reach
+    what `taskyard run train-eval-deploy` reaches: same commit, tests, metric, promotion,
+    version and smoke prediction."""
+    url, commit = publish(root=tmp_path / "remote")
+    home = tmp_path / "spec"
+    home.mkdir()
+    migrated_store(home, monkeypatch, tmp_path_factory)
+    proc = taskyard("run", "train-eval-deploy", "-p", f"repo-url={url}", "-p",
+                    "allow-file-url=true", "-p", "keep-serving=false")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    expected = {k: latest_run().results.get(k) for k in OUTCOME}
+    assert expected["commit"] == commit
+    assert expected["promoted"] == "true" and expected["model-version"] == "1"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the file runs start their own MLflow server
+    for path in (TEKTON_FILE, ARGO_FILE):
+        proc, run = _file_run(path, tmp_path / path.suffix / path.parent.name, url, ci_images)
+        assert proc.returncode == 0, f"{path}:\n{proc.stdout}\n{proc.stderr}"
+        assert {k: run.results.get(k) for k in OUTCOME} == expected, path
+        assert {t.state for t in run.tasks.values()} == {"Succeeded"}
+        assert running(run.id) == []
+        for file in (run.path / "workspaces").rglob("*"):  # given back to the invoking user
+            assert file.lstat().st_uid == os.getuid(), file
+
+
+def _plant(src: Path, dest: Path, old: str, new: str, count: int = 1) -> Path:
+    text = src.read_text()
+    assert text.count(old) >= count, (src, old)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(text.replace(old, new, count))
+    return dest
+
+
+def test_a_planted_render_bug_fails_the_run(ci_images: dict[str, str], tmp_path: Path) -> None:
+    """Each bug a schema accepts: a wrong result path, a wrong arg, an image param not passed."""
+    url, _ = publish(root=tmp_path / "remote")
+    bad_tasks = tmp_path / "tasks"
+    shutil.copytree(REPO_ROOT / "tasks", bad_tasks)
+    clone = bad_tasks / "git-clone" / "0.1" / "git-clone.yaml"
+    _plant(clone, clone, "value: $(results.commit.path)", "value: /tmp/commit")
+    no_image = "        - name: image\n          value: $(params.train-image)\n"
+    cases = {
+        "result path": (TEKTON_FILE, ["-f", str(bad_tasks)], "InvalidTaskResultReference"),
+        "arg": (
+            _plant(ARGO_FILE, tmp_path / "arg" / ARGO_FILE.name, "- --depth\n", "- --deep\n"),
+            [],
+            "unrecognized arguments: --deep",
+        ),
+        "image not passed": (
+            _plant(TEKTON_FILE, tmp_path / "image" / TEKTON_FILE.name, no_image, ""),
+            ["-f", str(REPO_ROOT / "tasks")],
+            "ErrImagePull: image ghcr.io/taskyard/train:",
+        ),
+    }
+    for case, (path, extra, why) in cases.items():
+        home = tmp_path / "home" / case.replace(" ", "-")
+        proc, run = _file_run(path, home, url, ci_images, *extra)
+        assert proc.returncode == 1, f"{case}: the run did not fail\n{proc.stdout}"
+        reasons = [t.reason for t in run.tasks.values() if t.state == "Failed"]
+        assert any(why in r for r in reasons), f"{case}: {reasons}"
+
+
+def test_security_context_is_honoured(ci_images: dict[str, str], tmp_path: Path) -> None:
+    """runAsUser sets the uid a step runs as; runAsNonRoot with uid 0 never starts."""
+    import yaml
+
+    def task(name: str, uid: int, non_root: bool) -> dict:
+        sec = {"runAsUser": uid, "runAsNonRoot": non_root}
+        return {"apiVersion": "tekton.dev/v1", "kind": "Task", "metadata": {"name": name},
+                "spec": {"results": [{"name": "uid"}], "steps": [{
+                    "name": "id", "image": ci_images["steps-image"], "securityContext": sec,
+                    "script": "id -u > $(results.uid.path)"}]}}  # fmt: skip
+
+    pipeline = {"apiVersion": "tekton.dev/v1", "kind": "Pipeline", "metadata": {"name": "uid"},
+                "spec": {"tasks": [{"name": "as-user", "taskRef": {"name": "user"}},
+                                   {"name": "as-root", "taskRef": {"name": "root"}}]}}  # fmt: skip
+    path = tmp_path / "uid.yaml"
+    docs = [pipeline, task("user", 4321, True), task("root", 0, True)]
+    path.write_text(yaml.safe_dump_all(docs))
+    proc = taskyard("run", str(path), "--executor", "docker",
+                    env={**os.environ, "TASKYARD_HOME": str(tmp_path / "home")})  # fmt: skip
+    assert proc.returncode == 1
+    run = latest_run(tmp_path / "home")
+    assert run.tasks["as-user"].results == {"uid": "4321\n"}
+    assert "CreateContainerConfigError" in run.tasks["as-root"].reason

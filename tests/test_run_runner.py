@@ -267,7 +267,8 @@ def test_overhead_benchmark_runs(home: Path) -> None:
         timeout=120,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "per-task overhead (true)" in out.stdout and "ok)" in out.stdout
+    # That it measures and prints, not how fast: a timed assertion fails on a loaded machine.
+    assert re.search(r"per-task overhead \(true\): [\d.]+ ms \(target <= 50 ms: ", out.stdout)
 
 
 @pytest.mark.parametrize("name", sorted(PIPELINES))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -25,10 +26,28 @@ def add_run(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) ->
         description=(
             "Run a pipeline on this machine, each task as a subprocess. PIPELINE is a catalog "
             "name, path/to/file.py:ATTR or package.module:ATTR. A pipeline param "
-            "`mlflow-tracking-uri` left unset points at the taskyard home's SQLite store."
+            "`mlflow-tracking-uri` left unset points at the taskyard home's SQLite store. "
+            "PIPELINE may also be a rendered FILE.yaml (a Tekton v1 Pipeline/PipelineRun or an "
+            "Argo WorkflowTemplate/Workflow): it runs as written, with its engine's semantics "
+            "(use --executor docker to run each step in its image)."
         ),
     )
     p.add_argument("pipeline", metavar="PIPELINE")
+    p.add_argument(
+        "-f",
+        "--file",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="FILE.yaml runs: more files or folders holding the Tasks/templates it references "
+        "(default: the catalog's tasks/ folder the file sits in)",
+    )
+    p.add_argument(
+        "--git-repo",
+        action="append",
+        metavar="URL=PATH",
+        help="FILE.yaml runs: a local clone that git-resolver references to URL read from",
+    )
     add_param_flag(p)
     p.add_argument(
         "--workspace",
@@ -54,6 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_parallel=args.max_parallel,
         executor=args.executor,
         run_id=args.run_id,
+        files=args.file,
+        git_repos=pairs(args.git_repo, "--git-repo"),
     )
 
 
@@ -64,30 +85,42 @@ def execute(
     max_parallel: int,
     executor: str = "subprocess",
     run_id: str | None = None,
+    files: list[str] | None = None,
+    git_repos: dict[str, str] | None = None,
 ) -> int:
     """Run a pipeline with live progress; the exit code of ``taskyard run``."""
+    from taskyard.engines import is_yaml
     from taskyard.redact import redact
     from taskyard.run import Runner, load_pipeline
     from taskyard.run.progress import Progress
     from taskyard.run.store import CANCELLED, SUCCEEDED
 
+    if files and not is_yaml(pipeline):
+        raise UsageError("-f/--file is for FILE.yaml runs only")
     chosen = None
     if executor == "docker":  # no daemon is the machine's problem (exit 1), not a usage error
         from taskyard.run.docker import DockerExecutor
 
         chosen = DockerExecutor()
         chosen.check()
+    progress = Progress(Console(stderr=False))
     try:
-        spec = load_pipeline(pipeline)
-        runner = Runner(
-            spec,
-            params,
-            workspaces,
-            max_parallel=max_parallel,
-            executor=chosen,
-            observer=Progress(Console(stderr=False)),
-            run_id=run_id,
-        )
+        if is_yaml(pipeline):
+            runner = _file_runner(
+                pipeline, params, workspaces, executor, files or [], git_repos or {},
+                max_parallel, progress, run_id,
+            )  # fmt: skip
+        else:
+            spec = load_pipeline(pipeline)
+            runner = Runner(
+                spec,
+                params,
+                workspaces,
+                max_parallel=max_parallel,
+                executor=chosen,
+                observer=progress,
+                run_id=run_id,
+            )
     except TaskyardError as e:
         raise UsageError(redact(str(e))) from e  # a bad param value may carry a secret URL
     terminated = []
@@ -112,6 +145,45 @@ def execute(
         return 128 + terminated[0] if terminated else 130
     print(f"error: run {record.id} failed: {redact(failure(record))}", file=sys.stderr)
     return 1
+
+
+class _FileRun:
+    """A rendered file's run, checked up front, started by :meth:`run` like a Runner."""
+
+    def __init__(self, start: Callable[[], RunRecord]) -> None:
+        self.run = start
+
+
+def _file_runner(
+    path: str,
+    params: dict[str, str],
+    workspaces: dict[str, str],
+    executor: str,
+    files: list[str],
+    git_repos: dict[str, str],
+    max_parallel: int,
+    observer: object,
+    run_id: str | None,
+) -> _FileRun:
+    from pathlib import Path
+
+    from taskyard.engines import prepare, run_file
+
+    extra = [Path(f) for f in files]
+    prepare(Path(path), params, workspaces, extra, git_repos)  # a bad file: one line, exit 2
+    return _FileRun(
+        lambda: run_file(
+            Path(path),
+            params,
+            workspaces,
+            executor=executor,
+            extra=extra,
+            git_repos=git_repos,
+            max_parallel=max_parallel,
+            observer=observer,  # type: ignore[arg-type]
+            run_id=run_id,
+        )
+    )
 
 
 def failure(record: RunRecord) -> str:

@@ -54,7 +54,7 @@ _URL = re.compile(r"^(sqlite:///|file://)(/\S+)$")
 _HTTP = re.compile(r"^https?://", re.I)
 
 
-class _Container:
+class ContainerProcess:
     """A ``docker run`` client and the container it started; stopping reaches both."""
 
     def __init__(self, popen: subprocess.Popen[bytes], name: str, grace: float) -> None:
@@ -86,7 +86,7 @@ class _Container:
                 self.popen.kill()
 
 
-class _Finished:
+class Finished:
     """A task that never started a container (missing image): its exit code, at once."""
 
     def __init__(self, code: int) -> None:
@@ -156,7 +156,7 @@ class DockerExecutor:
                 f"error: image {inv.image} is not in the Docker daemon; build it with "
                 f"`taskyard images build` or pass -p image=… for this task\n".encode()
             )
-            return _Finished(125)
+            return Finished(125)
         argv, env = self.command(inv)
         popen = subprocess.Popen(
             argv,
@@ -168,7 +168,7 @@ class DockerExecutor:
             # SIGTERM when the runner dies; the client proxies it to the container (see top).
             preexec_fn=die_with_parent(),
         )
-        return _Container(popen, argv[argv.index("--name") + 1], self.grace)
+        return ContainerProcess(popen, argv[argv.index("--name") + 1], self.grace)
 
     def command(self, inv: Invocation) -> tuple[list[str], dict[str, str]]:
         """The ``docker run`` argv and the env it forwards (values never appear on the argv)."""
@@ -222,7 +222,12 @@ def _user() -> str:
 
 def container_name(inv: Invocation) -> str:
     raw = f"taskyard-{inv.cwd.name}-{inv.task}"
-    return re.sub(r"[^a-zA-Z0-9_.-]+", "-", raw)[:120] + "-" + secrets.token_hex(3)
+    return re.sub(r"[^a-zA-Z0-9_.-]+", "-", raw)[:120] + container_suffix()
+
+
+def container_suffix() -> str:
+    """What makes a container name unique when a task runs twice (retries, two runs)."""
+    return "-" + secrets.token_hex(3)
 
 
 def needs_network(inv: Invocation) -> bool:

@@ -78,7 +78,7 @@ class Executor(Protocol):
     def start(self, inv: Invocation, log: BinaryIO) -> Process: ...
 
 
-class _Subprocess:
+class SubprocessProcess:
     """A child in its own session, so stopping it reaches its whole process group."""
 
     def __init__(self, popen: subprocess.Popen[bytes], grace: float) -> None:
@@ -216,4 +216,4 @@ class SubprocessExecutor:
             start_new_session=True,
             preexec_fn=die_with_parent(),
         )
-        return _Subprocess(popen, self.grace)
+        return SubprocessProcess(popen, self.grace)

@@ -458,9 +458,10 @@ class Runner:
 def _step_error(log: Path | str, tail: int = 8192) -> str:
     """The step's own error line from the last attempt's output, or "" (then the exit code).
 
-    First the contract's ``error: …`` line; a step of a fork's own may not keep the contract,
-    so next the last line that reads as an error: a Python exception (the last line of a
-    traceback, ``ValueError: boom``) or a tool's ``Error:`` / ``fatal:`` / ``ERROR`` line.
+    First the contract's ``error: …`` line (or argparse's ``PROG: error: …``); a step of a
+    fork's own may not keep the contract, so next the last line that reads as an error: a
+    Python exception (the last line of a traceback, ``ValueError: boom``) or a tool's
+    ``Error:`` / ``fatal:`` / ``ERROR`` line.
     Ordinary output is never taken for the reason: a plain last line may be a progress message.
     """
     import re
@@ -476,9 +477,13 @@ def _step_error(log: Path | str, tail: int = 8192) -> str:
     lines = text.splitlines()
     starts = [i for i, line in enumerate(lines) if re.match(r"=== attempt \d+/\d+", line)]
     lines = lines[starts[-1] + 1 :] if starts else lines  # this attempt's, not an earlier one's
+    # argparse's `PROG: error: MESSAGE`; PROG may be `python -m taskyard.steps.x`
+    usage = re.compile(r"^[\w./ -]{1,120}: error: (\S.*)$")
     for line in reversed(lines):
         if line.startswith("error: "):
             return line.removeprefix("error: ").strip()
+        if m := usage.match(line):
+            return m.group(1).strip()
     exception = re.compile(
         r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit|Interrupt|Failure)(?::\s.*)?$"
         r"|^(?:Error|ERROR|error|fatal|FATAL|Fatal)(?::|\s)\s*\S.*$"
