@@ -6,6 +6,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 LINT   := tools/tekton-lint/node_modules/.bin/tekton-lint
 HOOKS  := tools/webhooks-examples/node_modules/@octokit/webhooks-examples/package.json
+# checkov has a large dependency set of its own: an isolated venv, never .venv (tests/test_checkov.py).
+CHECKOV_VERSION := 3.3.30
+CHECKOV := tools/checkov/.venv/.installed-$(CHECKOV_VERSION)
 
 .PHONY: demo test lint render check-generated clean
 
@@ -24,19 +27,25 @@ $(HOOKS): tools/webhooks-examples/package.json
 	cd tools/webhooks-examples && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+$(CHECKOV):
+	@test -x tools/checkov/.venv/bin/python || $(PYTHON) -m venv tools/checkov/.venv
+	tools/checkov/.venv/bin/python -m pip install -q 'checkov==$(CHECKOV_VERSION)'
+	@rm -f tools/checkov/.venv/.installed-* && touch $@
+
 demo: $(STAMP)
 	$(BIN)/taskyard demo
 
 # The image tests start Debian's dockerd and build a base with debootstrap (as root).
-DOCKER_TOOLS := /usr/sbin/dockerd /usr/sbin/debootstrap
+# docker-registry (Debian's distribution registry): the Tekton bundle push test's local registry.
+DOCKER_TOOLS := /usr/sbin/dockerd /usr/sbin/debootstrap /usr/bin/docker-registry
 
 $(DOCKER_TOOLS):
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends docker.io debootstrap >/dev/null; \
+	    --no-install-recommends docker.io debootstrap docker-registry >/dev/null; \
 	else echo "note: not root or no apt: the docker tests will be skipped"; fi
 
-test: $(STAMP) $(LINT) $(HOOKS) $(DOCKER_TOOLS)
+test: $(STAMP) $(LINT) $(HOOKS) $(CHECKOV) $(DOCKER_TOOLS)
 	$(BIN)/ruff check src tests benchmarks hera
 	$(BIN)/ruff format --check src tests benchmarks hera
 	$(BIN)/pytest -n 2 --durations=15

@@ -97,7 +97,7 @@ def template_options(args: argparse.Namespace) -> argo.Options:
         name=args.name,
         source_size=args.source_size or defaults.source_size,
         storage_class=args.storage_class,
-        service_account=args.service_account,
+        service_account=args.service_account or defaults.service_account,
         memoize_train=args.memoize_train,
         secrets=dict(args.secret or ()),
         gpu_node_selector=(
@@ -131,7 +131,11 @@ def pipeline_main(pipeline: str, argv: Sequence[str] | None = None) -> int:
     g.add_argument("--name", help=f"template name (default {pipeline!r})")
     g.add_argument("--source-size", help="size of the per-run `source` PVC (default 2Gi)")
     g.add_argument("--storage-class", help="storage class of the `source` PVC")
-    g.add_argument("--service-account", help="service account of the task pods")
+    g.add_argument(
+        "--service-account",
+        help=f"service account of the task pods (default {argo.WORKFLOW_SERVICE_ACCOUNT!r}, "
+        "from hera/rbac.yaml)",
+    )
     g.add_argument(
         "--secret",
         type=_pair,

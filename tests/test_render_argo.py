@@ -46,7 +46,9 @@ from tests.test_parity import argo_graph
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = "argo-workflows-v4.1.2/schema.json"
 KIND = "io.argoproj.workflow.v1alpha1.{}"
-RENDERED = argo_files.files()
+FILES = argo_files.files()
+# The workflow files; hera/rbac.yaml (core kinds) is checked in test_render_runs_as_rendered.py.
+RENDERED = {path: text for path, text in FILES.items() if path != argo_files.RBAC}
 DOCS = {path: yaml.safe_load(text) for path, text in RENDERED.items()}
 
 
@@ -92,7 +94,7 @@ def program(monkeypatch, capsys):
 # ---- the files -------------------------------------------------------------------------------
 def test_one_template_per_pipeline_and_the_cron():
     assert sorted(RENDERED) == sorted(
-        [f"hera/{n}.yaml" for n in PIPELINES] + ["hera/retrain-cron.yaml"]
+        [f"hera/{n}.yaml" for n in PIPELINES] + ["hera/cron/retrain-cron.yaml"]
     )
     for path, text in RENDERED.items():
         assert text.startswith(emit.HEADER), path
@@ -146,7 +148,7 @@ def test_hera_from_yaml_round_trips_without_loss(path: str):
 
 
 def test_render_is_deterministic():
-    assert argo_files.files() == RENDERED
+    assert argo_files.files() == FILES
 
 
 # ---- what the templates carry ------------------------------------------------------------------
@@ -163,6 +165,7 @@ def test_dag_exit_handler_and_run_settings():
         "status": "{{workflow.status}}",
         "run-name": "{{workflow.name}}",
         "pipeline": "train-eval-deploy",
+        "image": "{{workflow.parameters.steps-image}}",
     }
     assert s["activeDeadlineSeconds"] == spec.timeout
     assert s["podGC"] == {"strategy": "OnPodSuccess"}
@@ -219,14 +222,14 @@ def test_params_are_inputs_and_results_are_output_paths():
 
 def test_gpu_train_requests_a_gpu_on_a_gpu_node():
     t = templates_by_name(DOCS["hera/train-eval-deploy-gpu.yaml"])["train"]
-    assert t["container"]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert t["container"]["resources"]["limits"] == {"memory": "8Gi", "nvidia.com/gpu": "1"}
     assert t["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert t["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     ]
     cpu = templates_by_name(DOCS["hera/train-eval-deploy.yaml"])["train"]
     assert not {"nodeSelector", "tolerations"} & set(cpu)
-    assert "limits" not in cpu["container"]["resources"]
+    assert "nvidia.com/gpu" not in cpu["container"]["resources"]["limits"]
 
 
 def test_gpu_placement_can_be_overridden():
@@ -244,7 +247,7 @@ def test_gpu_placement_can_be_overridden():
     bare = argo.Options(gpu_node_selector={}, gpu_tolerations=())
     t = templates_by_name(template_doc("train-eval-deploy-gpu", bare))["train"]
     assert not {"nodeSelector", "tolerations"} & set(t)
-    assert t["container"]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert t["container"]["resources"]["limits"] == {"memory": "8Gi", "nvidia.com/gpu": "1"}
 
 
 def test_memoize_train_key_is_a_valid_argo_cache_key():
@@ -264,7 +267,7 @@ def test_memoize_train_key_is_a_valid_argo_cache_key():
 
 
 def test_cron_runs_the_retrain_template_by_reference():
-    cron = DOCS["hera/retrain-cron.yaml"]["spec"]
+    cron = DOCS["hera/cron/retrain-cron.yaml"]["spec"]
     assert cron["schedules"] == ["0 3 * * *"] and cron["timezone"] == "Etc/UTC"
     assert cron["concurrencyPolicy"] == "Forbid"
     assert cron["startingDeadlineSeconds"] > 0
@@ -273,7 +276,9 @@ def test_cron_runs_the_retrain_template_by_reference():
     assert wf["workflowTemplateRef"] == {"name": "retrain"}
     assert "templates" not in wf  # no copy: forking the template changes what runs
     assert DOCS["hera/retrain.yaml"]["metadata"]["name"] == "retrain"
-    assert [p["name"] for p in wf["arguments"]["parameters"]] == ["repo-url"]
+    # the cluster values every trigger path carries (test_render_triggers)
+    names = [p["name"] for p in wf["arguments"]["parameters"]]
+    assert names == ["repo-url", "model-name", "mlflow-tracking-uri"]
 
 
 def test_a_fork_renders_under_its_name():
@@ -393,7 +398,7 @@ def test_programs_print_the_committed_yaml(program):
     out = run_program("hera/ci.py").stdout  # one real run, as a user types it
     assert emit.HEADER + out == RENDERED["hera/ci.yaml"]
     for script, path in (
-        ("hera/retrain_cron.py", "hera/retrain-cron.yaml"),
+        ("hera/retrain_cron.py", "hera/cron/retrain-cron.yaml"),
         ("hera/train_eval_deploy_gpu.py", "hera/train-eval-deploy-gpu.yaml"),
     ):
         code, out, _ = program(script, "--print")

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from taskyard.catalog import PIPELINES, TASKS
-from taskyard.render import docs, emit, tekton, tekton_files
+from taskyard.render import artifacthub, docs, emit, tekton, tekton_files
 from taskyard.steps._results import env_name as result_env_name
 from tests import schemas, tekton_lint
 from tests.tekton_check import semantic_problems
@@ -108,13 +108,16 @@ def test_tekton_lint_catches_a_planted_undefined_param(tmp_path: Path) -> None:
 def test_committed_files_equal_a_fresh_render(tmp_path: Path) -> None:
     emit.write(tmp_path, ["tekton"])
     fresh = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
+    others = set(emit.rendered()) - fresh  # kustomization.yaml, artifacthub-repo.yml
     committed = {
         p.relative_to(ROOT).as_posix()
         for top in ("tasks", "pipelines")
         for p in (ROOT / top).rglob("*")
         if p.is_file()
     }
-    assert sorted(committed - fresh) == [], "stale files: delete them, then `taskyard render`"
+    assert sorted(committed - fresh - others) == [], (
+        "stale files: delete them, then `taskyard render`"
+    )
     differ = sorted(rel for rel in fresh if (tmp_path / rel).read_text() != _read(ROOT / rel))
     assert differ == [], "committed files differ from a fresh render: run `taskyard render`"
     assert emit.drift(ROOT, ["tekton"]) == []
@@ -205,6 +208,7 @@ def test_task_contract(name: str) -> None:
         "tekton.dev/tags": ", ".join(spec.tags),
         "tekton.dev/displayName": spec.display_name,
         "tekton.dev/platforms": ",".join(spec.platforms),
+        **artifacthub.annotations(),
     }
     (step,) = doc["spec"]["steps"]
     assert step["image"] == "$(params.image)"
@@ -213,8 +217,10 @@ def test_task_contract(name: str) -> None:
     assert step["securityContext"] == {
         "runAsNonRoot": True,
         "runAsUser": tekton.NON_ROOT_UID,
+        "runAsGroup": tekton.NON_ROOT_UID,
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
     env = {e["name"]: e["value"] for e in step["env"]}
     for r in doc["spec"].get("results", []):
@@ -239,18 +245,21 @@ def test_workspaces_source_required_credentials_optional() -> None:
 
 def test_gpu_task_requests_a_gpu_and_its_run_goes_to_gpu_nodes() -> None:
     step = _task_doc("train-gpu")["spec"]["steps"][0]
-    assert step["computeResources"]["limits"] == {"nvidia.com/gpu": 1}
-    assert "limits" not in _task_doc("train")["spec"]["steps"][0]["computeResources"]
+    assert step["computeResources"]["limits"] == {"memory": "8Gi", "nvidia.com/gpu": 1}
+    cpu_step = _task_doc("train")["spec"]["steps"][0]
+    assert "nvidia.com/gpu" not in cpu_step["computeResources"]["limits"]
     p = PIPELINES["train-eval-deploy-gpu"]
     sample = load(f"pipelines/{p.name}/{p.version}/samples/{p.name}-run.yaml")
-    (spec,) = sample["spec"]["taskRunSpecs"]
-    assert spec["pipelineTaskName"] == "train"
-    assert spec["podTemplate"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec[
-        "podTemplate"
-    ]["tolerations"]
+    # The whole run on GPU nodes, through taskRunTemplate (the Affinity Assistant's source):
+    # test_render_runs_as_rendered.py, finding 5.
+    pod = sample["spec"]["taskRunTemplate"]["podTemplate"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+        "tolerations"
+    ]
     cpu = load("pipelines/train-eval-deploy/0.1/samples/train-eval-deploy-run.yaml")
     assert "taskRunSpecs" not in cpu["spec"]
+    assert "nodeSelector" not in cpu["spec"]["taskRunTemplate"]["podTemplate"]
 
 
 @pytest.mark.parametrize("name", ["train-eval-deploy", "train-eval-deploy-gpu", "retrain"])
@@ -279,9 +288,10 @@ def test_promote_gate_retries_timeouts_and_finally(name: str) -> None:
         "status": "$(tasks.status)",
         "run-name": "$(context.pipelineRun.name)",
         "pipeline": name,
+        "image": "$(params.steps-image)",
     }
     sample = load(f"pipelines/{name}/{spec.version}/samples/{name}-run.yaml")
-    assert sample["spec"]["timeouts"] == {"pipeline": docs.duration(spec.timeout)}
+    assert sample["spec"]["timeouts"]["pipeline"] == docs.duration(spec.timeout)
 
 
 @pytest.mark.parametrize(

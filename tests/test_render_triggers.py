@@ -1,9 +1,12 @@
 """Rendered triggers: Argo Events against its published schema (strict), Tekton Triggers by a
 structural check of our own plus tekton-lint, core kinds by kubernetes-validate, and the
-filters' behaviour (branches, deletes, paths) checked by evaluating the rendered regexes."""
+filters' behaviour (branches, deletes, paths, repository) checked by evaluating the rendered
+regexes; RBAC against the verbs the engines' code paths use; every trigger and schedule path
+traced to the values its run gets."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -15,19 +18,41 @@ import pytest
 import yaml
 
 from taskyard.catalog import PIPELINES
-from taskyard.render import emit, triggers_argo, triggers_tekton
-from taskyard.render._triggers import DEFAULT, Plan, PushTrigger, glob_regex
+from taskyard.errors import RenderError
+from taskyard.render import argo_files, emit, triggers_argo, triggers_tekton
+from taskyard.render._triggers import (
+    CLUSTER_VALUES,
+    DEFAULT,
+    Plan,
+    PushTrigger,
+    glob_regex,
+    repo_path,
+)
+from taskyard.render.values import CATALOG, Values
 from tests import schemas, tekton_lint
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINES = ["triggers-tekton", "triggers-argo"]
 ARGO_EVENTS = "argo-events-v1.9.11/schema.json"
-CORE_KINDS = {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+CORE_KINDS = {"ServiceAccount", "Role", "RoleBinding", "ClusterRoleBinding"}
 CORE_KINDS |= {"ConfigMap", "CronJob"}
 WITH_PATHS = Plan(
     push=(PushTrigger("ci", ("main", "release/*"), ("src/*", "taskyard.toml")),),
     cron=DEFAULT.cron,
 )
+TEAM_REPO = "https://github.com/Acme/churn-model.git"
+PINNED = Plan(
+    push=DEFAULT.push,
+    cron=DEFAULT.cron,
+    values=Values(
+        repo_url=TEAM_REPO,
+        model_name="churn",
+        mlflow_tracking_uri="http://mlflow.ml.svc:5000",
+        pinned=True,
+    ),
+)
+PLANS = [DEFAULT, WITH_PATHS, PINNED]
+PLAN_IDS = ["default", "with-paths", "pinned"]
 
 
 def _docs(files: dict[str, str]) -> list[dict[str, Any]]:
@@ -44,7 +69,7 @@ def test_committed_files_match_a_fresh_render() -> None:
     assert all(p.startswith(("triggers/tekton/", "triggers/argo-events/")) for p in paths)
 
 
-@pytest.mark.parametrize("plan", [DEFAULT, WITH_PATHS], ids=["default", "with-paths"])
+@pytest.mark.parametrize("plan", PLANS, ids=PLAN_IDS)
 def test_argo_events_objects_validate_strictly(plan: Plan) -> None:
     validator = schemas.strict_validator(schemas.schema_path(ARGO_EVENTS))
     docs = [d for d in _docs(triggers_argo.files(plan)) if d["kind"] not in CORE_KINDS]
@@ -72,18 +97,62 @@ def test_core_kinds_pass_kubernetes_validate() -> None:
         kv.validate(doc, kv.latest_version(), strict=True)  # raises on any error
 
 
-def test_least_privilege() -> None:
-    rules = [r for d in triggers_tekton.rbac() if "rules" in d for r in d["rules"]]
-    writes = [
-        (r["apiGroups"], r["resources"], r["verbs"])
-        for r in rules
-        if r["verbs"] != ["get", "list", "watch"]
-    ]
-    assert writes == [(["tekton.dev"], ["pipelineruns"], ["create"])]
-    sensor = next(d for d in triggers_argo.rbac() if d["kind"] == "Role")
-    assert sensor["rules"] == [
-        {"apiGroups": ["argoproj.io"], "resources": ["workflows"], "verbs": ["create"]}
-    ]
+# -- RBAC: what the engines' code paths need, each with its source ------------------------------
+
+# (apiGroup, resource, verb) the sensor's `argoWorkflow` trigger with `operation: submit` uses.
+ARGO_SUBMIT_NEEDS = {
+    # argo CLI (v3.7.9, bundled by argo-events v1.9.11's Dockerfile) `argo submit FILE`:
+    # server/workflow/workflow_server.go CreateWorkflow -> Workflows(ns).Create
+    ("argoproj.io", "workflows", "create"),
+    # ... which first validates the workflowTemplateRef through
+    # server/workflowtemplate/wf_client_store.go (WorkflowTemplates(ns).Get)
+    ("argoproj.io", "workflowtemplates", "get"),
+    # argo-events pkg/sensors/triggers/argo-workflow/argo-workflow.go Execute: after the submit,
+    # List(LabelSelector: the sensor/trigger/timestamp labels) to return the created Workflow
+    ("argoproj.io", "workflows", "list"),
+}
+# Tekton Triggers' own listener roles (tektoncd/triggers config/200-clusterrole.yaml), bound
+# as tektoncd/triggers docs/eventlisteners.md and examples/rbac.yaml show.
+UPSTREAM_LISTENER_ROLES = {
+    ("RoleBinding", "tekton-triggers-eventlistener-roles"),
+    ("ClusterRoleBinding", "tekton-triggers-eventlistener-clusterroles"),
+}
+
+
+def _grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {
+        (g, r, v)
+        for rule in rules
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
+
+
+def test_sensor_may_do_exactly_what_argo_submit_does() -> None:
+    (role,) = [d for d in triggers_argo.rbac() if d["kind"] == "Role"]
+    assert _grants(role["rules"]) == ARGO_SUBMIT_NEEDS
+    (binding,) = [d for d in triggers_argo.rbac() if d["kind"] == "RoleBinding"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    for sensor in triggers_argo.objects()["sensors.yaml"]:
+        assert sensor["spec"]["template"]["serviceAccountName"] == binding["subjects"][0]["name"]
+        for trigger in sensor["spec"]["triggers"]:
+            assert trigger["template"]["argoWorkflow"]["operation"] == "submit"
+
+
+def test_listener_binds_the_upstream_roles() -> None:
+    docs = triggers_tekton.rbac("ml-ci")
+    assert not [d for d in docs if d["kind"] in ("Role", "ClusterRole")]  # no copies of ours
+    bound = {(d["kind"], d["roleRef"]["name"]) for d in docs if "roleRef" in d}
+    assert bound == UPSTREAM_LISTENER_ROLES
+    for d in docs:
+        if "roleRef" in d:
+            assert d["roleRef"]["kind"] == "ClusterRole"
+            assert d["subjects"] == [
+                {"kind": "ServiceAccount", "name": triggers_tekton.ACCOUNT, "namespace": "ml-ci"}
+            ]
+    listener = triggers_tekton.event_listener()
+    assert listener["spec"]["serviceAccountName"] == triggers_tekton.ACCOUNT
 
 
 # -- Tekton Triggers: our structural check (their CRDs publish no schema) ---------------------
@@ -104,9 +173,11 @@ def _check_tekton(docs: list[dict[str, Any]]) -> list[str]:
             if set(d) != {"apiVersion", "kind", "metadata", "spec"}:
                 problems.append(f"{d['kind']} top-level keys {sorted(d)}")
     for b in by_kind.get("TriggerBinding", {}).values():
+        literal = b["metadata"]["name"] == triggers_tekton.VALUES_BINDING
         for p in b["spec"]["params"]:
-            if set(p) != {"name", "value"} or not re.fullmatch(
-                r"\$\((body|header)\.[\w.]+\)", p["value"]
+            if set(p) != {"name", "value"} or not (
+                (literal and p["value"].strip() and "$(" not in p["value"])
+                or re.fullmatch(r"\$\((body|header)\.[\w.]+\)", p["value"])
             ):
                 problems.append(f"binding {b['metadata']['name']}: {p}")
     pr_validator = schemas.strict_validator(
@@ -158,7 +229,7 @@ def _check_tekton(docs: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("plan", [DEFAULT, WITH_PATHS], ids=["default", "with-paths"])
+@pytest.mark.parametrize("plan", PLANS, ids=PLAN_IDS)
 def test_tekton_triggers_structure(plan: Plan) -> None:
     assert _check_tekton(_docs(triggers_tekton.files(plan))) == []
 
@@ -177,10 +248,9 @@ def test_structure_check_catches_mistakes() -> None:
 
 
 def test_tekton_lint(tmp_path: Path) -> None:
-    """tekton-lint over the triggers with the pipelines they reference: no errors but one
-    known false positive of tekton-lint 1.1.0 -- its TriggerTemplate branch of
-    `no-missing-workspace` treats a pipeline's `optional: true` workspaces as required (the
-    Pipeline/Task branch honours `optional`)."""
+    """tekton-lint over the triggers with the pipelines they reference: no problem in the
+    triggers, no error anywhere. (tekton-lint 1.1.0's TriggerTemplate check takes optional
+    workspaces as required; the templates now bind every one, so no exception is needed.)"""
     binary = tekton_lint.require()
     config = tmp_path / "config"
     config.mkdir()
@@ -205,19 +275,7 @@ def test_tekton_lint(tmp_path: Path) -> None:
     )
     out = proc.stdout
     problems = json.loads(out[out.index("[") :])
-    optional = re.compile(
-        r"TriggerTemplate '[^']+' references Pipeline '([^']+)', but provides no workspace "
-        r"for '([^']+)'"
-    )
-    real = []
-    for p in problems:
-        m = optional.match(p["message"])
-        if p["rule"] == "no-missing-workspace" and m:
-            ws = next(w for w in PIPELINES[m[1]].workspaces if w.name == m[2])
-            if ws.optional:
-                continue
-        if p["path"].startswith("triggers/") or p["level"] == "error":
-            real.append(p)
+    real = [p for p in problems if p["path"].startswith("triggers/") or p["level"] == "error"]
     assert real == []
 
 
@@ -280,7 +338,7 @@ def test_triggers_submit_the_exact_commit() -> None:
     trigger = triggers_argo.push_sensor(DEFAULT.push[0])["spec"]["triggers"][0]
     wf = trigger["template"]["argoWorkflow"]
     params = wf["source"]["resource"]["spec"]["arguments"]["parameters"]
-    dests = {p["dest"]: p["src"]["dataKey"] for p in wf["parameters"]}
+    dests = {p["dest"]: p["src"]["dataKey"] for p in wf["parameters"] if "dataKey" in p["src"]}
     assert [p["name"] for p in params] == ["repo-url", "revision"]
     assert dests == {
         "spec.arguments.parameters.0.value": "body.repository.clone_url",
@@ -288,3 +346,272 @@ def test_triggers_submit_the_exact_commit() -> None:
     }
     assert wf["source"]["resource"]["spec"]["workflowTemplateRef"]["name"] == "ci"
     assert (ROOT / "hera" / "ci.yaml").is_file()  # the WorkflowTemplate it names is rendered
+
+
+# -- every path to a run carries the model name and the MLflow server (findings 4, 9) ----------
+
+
+def _tekton_runs(docs: list[dict[str, Any]]) -> dict[str, tuple[str, dict[str, str]]]:
+    """Listener trigger -> (pipeline, the PipelineRun params it creates), resolved the way
+    Tekton Triggers does: bindings' params, then template defaults, substituted into
+    ``$(tt.params.x)`` (tektoncd/triggers pkg/template/event.go, resource.go)."""
+    by_kind: dict[str, dict[str, dict]] = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+    (listener,) = by_kind["EventListener"].values()
+    out = {}
+    for trig in listener["spec"]["triggers"]:
+        given = {
+            p["name"]: p["value"]
+            for b in trig["bindings"]
+            for p in by_kind["TriggerBinding"][b["ref"]]["spec"]["params"]
+        }
+        template = by_kind["TriggerTemplate"][trig["template"]["ref"]]
+        for p in template["spec"]["params"]:
+            if "default" in p:
+                given.setdefault(p["name"], p["default"])
+        (run,) = template["spec"]["resourcetemplates"]
+        params = {
+            p["name"]: TT_PARAM.sub(lambda m, g=given: g.get(m[1], m[0]), p["value"])
+            for p in run["spec"]["params"]
+        }
+        out[trig["name"]] = (run["spec"]["pipelineRef"]["name"], params)
+    return out
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=PLAN_IDS)
+def test_no_trigger_or_schedule_leaves_model_or_mlflow_unset(plan: Plan) -> None:
+    wanted = {"model-name": plan.values.model_name}
+    wanted["mlflow-tracking-uri"] = plan.values.mlflow_tracking_uri
+    paths = 0
+
+    def check(where: str, pipeline: str, params: dict[str, str]) -> None:
+        nonlocal paths
+        for name in CLUSTER_VALUES:
+            if name in {p.name for p in PIPELINES[pipeline].params}:
+                assert params.get(name) == wanted[name], f"{where}: {name} = {params.get(name)}"
+                paths += 1
+
+    tekton_docs = _docs(triggers_tekton.files(plan))
+    runs = _tekton_runs(tekton_docs)
+    for where, (pipeline, params) in runs.items():
+        check(f"tekton {where}", pipeline, params)
+    # The CronJob's event reaches the listener trigger named after its schedule.
+    for job in (d for d in tekton_docs if d["kind"] == "CronJob"):
+        (container,) = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert runs[f"schedule-{env['SCHEDULE']}"][0] == env["PIPELINE"]
+    for sensor in triggers_argo.objects(plan)["sensors.yaml"]:
+        for trigger in sensor["spec"]["triggers"]:
+            wf = trigger["template"]["argoWorkflow"]["source"]["resource"]
+            args = {p["name"]: p["value"] for p in wf["spec"]["arguments"]["parameters"]}
+            check(
+                f"sensor {sensor['metadata']['name']}",
+                wf["spec"]["workflowTemplateRef"]["name"],
+                args,
+            )
+    assert paths >= 2 * len({t.pipeline for t in plan.push} - {"ci"}) + 2  # not vacuous
+
+
+def test_the_argo_schedule_carries_model_and_mlflow() -> None:
+    crons = [
+        d
+        for text in argo_files.files().values()
+        for d in yaml.safe_load_all(text)
+        if d and d["kind"] == "CronWorkflow"
+    ]
+    assert crons
+    for cron in crons:
+        spec = cron["spec"]["workflowSpec"]
+        args = {p["name"]: p["value"] for p in spec["arguments"]["parameters"]}
+        assert args["model-name"] == CATALOG.model_name
+        assert args["mlflow-tracking-uri"] == CATALOG.mlflow_tracking_uri
+
+
+def test_an_empty_model_or_mlflow_is_a_render_error() -> None:
+    empty = Plan(push=DEFAULT.push, cron=(), values=Values(mlflow_tracking_uri=" "))
+    with pytest.raises(RenderError, match="'mlflow-tracking-uri'"):
+        triggers_tekton.files(empty)
+    with pytest.raises(RenderError, match="'mlflow-tracking-uri'"):
+        triggers_argo.files(empty)
+    from taskyard.render import argo
+
+    with pytest.raises(RenderError, match="'model-name'"):
+        argo.cron_workflow(PIPELINES["retrain"], argo.CronOptions(arguments={"repo-url": "x"}))
+
+
+def test_catalog_values_come_from_one_binding() -> None:
+    """The generic render: one object to edit, and templates that never default them."""
+    docs = _docs(triggers_tekton.files())
+    values = [d for d in docs if d["metadata"]["name"] == triggers_tekton.VALUES_BINDING]
+    assert len(values) == 1 and "taskyard.dev/edit" in values[0]["metadata"]["annotations"]
+    literal = {p["name"] for p in values[0]["spec"]["params"]}
+    assert literal == set(CLUSTER_VALUES)
+    for t in (d for d in docs if d["kind"] == "TriggerTemplate"):
+        for p in t["spec"]["params"]:
+            assert "default" not in p, (t["metadata"]["name"], p["name"])
+    for d in docs:
+        if d["kind"] == "TriggerTemplate":
+            assert "my-model" not in json.dumps(d), d["metadata"]["name"]
+
+
+# -- which repository may fire ---------------------------------------------------------------
+
+
+def _accepts(regex: str, full_name: str) -> bool:
+    return re.search(regex, full_name) is not None  # Go and Python agree on this subset
+
+
+def test_a_pinned_render_fires_only_for_its_repository() -> None:
+    """Argo's GitHub EventSource checks only the signature (argo-events
+    pkg/eventsources/sources/github/start.go HandleRoute); the filter is ours."""
+    regexes = []
+    for sensor in triggers_argo.objects(PINNED)["sensors.yaml"]:
+        data = {f["path"]: f for f in sensor["spec"]["dependencies"][0]["filters"]["data"]}
+        (regex,) = data["body.repository.full_name"]["value"]
+        regexes.append(regex)
+    listener = triggers_tekton.event_listener(PINNED)
+    for trig in listener["spec"]["triggers"]:
+        if trig["name"].startswith("schedule-"):
+            continue  # pinned: the template names the repository, the event cannot
+        expr = trig["interceptors"][1]["params"][0]["value"]
+        field = (
+            "body.project.path_with_namespace"
+            if "gitlab" in trig["name"]
+            else ("body.repository.full_name")
+        )
+        m = re.search(re.escape(field) + r"\.matches\(r'([^']*)'\)", expr)
+        assert m, expr
+        regexes.append(m[1])
+    assert len(regexes) == 6
+    for regex in regexes:
+        assert _accepts(regex, "Acme/churn-model") and _accepts(regex, "acme/CHURN-model")
+        for other in ("acme/churn-model2", "evil/churn-model", "xacme/churn-model", "acme"):
+            assert not _accepts(regex, other), (regex, other)
+    assert repo_path("git@github.com:acme/churn-model.git") == "acme/churn-model"
+    with pytest.raises(RenderError, match="owner/name"):
+        repo_path("https://github.com/")
+
+
+# -- credentials workspaces ------------------------------------------------------------------
+
+
+def test_optional_workspaces_are_bound_to_the_argo_secrets() -> None:
+    """Tekton binds the same Secrets the WorkflowTemplates mount, optional on both engines."""
+    argo_docs = {
+        d["metadata"]["name"]: d
+        for text in argo_files.files().values()
+        for d in yaml.safe_load_all(text)
+        if d and d["kind"] == "WorkflowTemplate"
+    }
+    for plan in (DEFAULT, PINNED):
+        for t in triggers_tekton.objects(plan)["templates.yaml"]:
+            (run,) = t["spec"]["resourcetemplates"]
+            pipeline = run["spec"]["pipelineRef"]["name"]
+            bound = {w["name"]: w["secret"] for w in run["spec"]["workspaces"] if "secret" in w}
+            optional = {w.name for w in PIPELINES[pipeline].workspaces if w.optional}
+            assert set(bound) == optional and optional, pipeline
+            volumes = {v["name"]: v["secret"] for v in argo_docs[pipeline]["spec"]["volumes"]}
+            for ws, secret in bound.items():
+                assert secret == {"secretName": volumes[ws]["secretName"], "optional": True}
+                assert volumes[ws]["optional"] is True
+
+
+# -- the Argo schedule: one mechanism (finding 7b) -------------------------------------------
+
+
+def _installed(command: str) -> list[dict[str, Any]]:
+    """The objects ``kubectl apply -k DIR`` / ``-f PATH`` sends (kustomizations resolved)."""
+    words = command.split()
+    out: list[dict[str, Any]] = []
+
+    def kustomization(folder: Path) -> None:
+        k = yaml.safe_load((folder / "kustomization.yaml").read_text())
+        for res in k["resources"]:
+            target = (folder / res).resolve()
+            if target.is_dir():
+                kustomization(target)
+            else:
+                out.extend(d for d in yaml.safe_load_all(target.read_text()) if d)
+
+    for flag, arg in itertools.pairwise(words):
+        if flag == "-k":
+            kustomization(ROOT / arg)
+        elif flag == "-f":
+            target = ROOT / arg
+            files = sorted(target.glob("*.yaml")) if target.is_dir() else [target]
+            for f in files:
+                assert f.name != "kustomization.yaml", f"`{command}` sends a Kustomization"
+                out.extend(d for d in yaml.safe_load_all(f.read_text()) if d)
+    return out
+
+
+def _argo_install_commands() -> list[str]:
+    text = (ROOT / "docs" / "triggers.md").read_text()
+    section = text.split("## Cluster: Argo Events", 1)[1].split("\n## ", 1)[0]
+    return [
+        line.split("#")[0].strip()
+        for line in section.splitlines()
+        if line.startswith("kubectl") and " apply " in line
+    ]
+
+
+def _scheduled_retrains(objs: list[dict[str, Any]]) -> int:
+    crons = sum(
+        1
+        for d in objs
+        if d["kind"] == "CronWorkflow"
+        and d["spec"]["workflowSpec"]["workflowTemplateRef"]["name"] == "retrain"
+    )
+    calendars = sum(len(d["spec"].get("calendar", {})) for d in objs if d["kind"] == "EventSource")
+    return crons + calendars
+
+
+def test_the_documented_argo_install_schedules_one_retrain() -> None:
+    commands = _argo_install_commands()
+    assert commands, "docs/triggers.md names no Argo install command"
+    objs = [d for c in commands for d in _installed(c)]
+    kinds = {d["kind"] for d in objs}
+    assert {"WorkflowTemplate", "Sensor", "EventSource"} <= kinds
+    assert _scheduled_retrains(objs) == 1
+    assert not any(d["kind"] == "EventSource" and "calendar" in d["spec"] for d in objs)
+
+
+# -- one Workflow per (pipeline, commit), whatever the retries (finding 2) --------------------
+
+
+def _submitted_name(trigger: dict[str, Any], payload: dict[str, Any]) -> str:
+    """The Workflow name argo-events builds (pkg/sensors/triggers/params.go ApplyParams):
+    the resource's name, with each ``append`` parameter's value after it."""
+    wf = trigger["template"]["argoWorkflow"]
+    name = wf["source"]["resource"]["metadata"]["name"]
+    for p in wf["parameters"]:
+        if p["dest"] != "metadata.name":
+            continue
+        assert p["operation"] == "append"
+        m = re.fullmatch(
+            r"\{\{ \.Input\.([\w.]+) \| lower \| trunc (\d+) \}\}", p["src"]["dataTemplate"]
+        )
+        assert m, p
+        value: Any = payload
+        for key in m[1].split("."):
+            value = value[key]
+        name += value.lower()[: int(m[2])]
+    return name
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=PLAN_IDS)
+def test_a_retried_or_redelivered_push_submits_nothing_new(plan: Plan) -> None:
+    sha, other = "A" * 40, "b" * 64
+    for sensor in triggers_argo.objects(plan)["sensors.yaml"]:
+        (trigger,) = sensor["spec"]["triggers"]
+        meta = trigger["template"]["argoWorkflow"]["source"]["resource"]["metadata"]
+        assert "generateName" not in meta  # a retry would create a second Workflow
+        first = _submitted_name(trigger, {"body": {"after": sha}})
+        assert first == _submitted_name(trigger, {"body": {"after": sha}})
+        assert first != _submitted_name(trigger, {"body": {"after": other}})
+        assert len(_submitted_name(trigger, {"body": {"after": other}})) <= 63
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", first), first
+    assert triggers_argo.sha_length("train-eval-deploy-gpu") == 40
+    with pytest.raises(RenderError, match="name too long"):
+        triggers_argo.sha_length("p" * 55)

@@ -155,9 +155,10 @@ def test_cronjob_script_signs_like_github(tmp_path: Path) -> None:
             "SCHEDULE": "nightly-retrain",
             "REPO_URL": "file:///r.git",
             "REVISION": "main",
-            "WEBHOOK_SECRET": SECRET,
+            "WEBHOOK_SECRET_FILE": str(tmp_path / "secret"),
             "PATH": "/usr/bin:/bin",
         }
+        (tmp_path / "secret").write_text(SECRET + "\n")  # as a mounted Secret key reads
         out = subprocess.run(
             [sys.executable, "-c", triggers_tekton.POST_SCHEDULE],
             env=env,
@@ -168,7 +169,7 @@ def test_cronjob_script_signs_like_github(tmp_path: Path) -> None:
         # Authenticated (not 401), then ignored: the local listener runs its own cron.
         assert out.returncode == 0, out.stderr
         assert out.stdout.startswith("202 ") and "taskyard-schedule" in out.stdout
-        env["WEBHOOK_SECRET"] = "wrong"
+        (tmp_path / "secret").write_text("wrong")
         bad = subprocess.run(
             [sys.executable, "-c", triggers_tekton.POST_SCHEDULE],
             env=env,

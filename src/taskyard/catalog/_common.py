@@ -91,7 +91,8 @@ def mlflow_param() -> Param:
         default="",
         description=(
             "MLflow tracking URI. Empty: the local runner's store (SQLite under the "
-            "taskyard home); set it to your MLflow server on a cluster."
+            "taskyard home); on a cluster set it to your MLflow server (empty fails the step "
+            "in a pod)."
         ),
     )
 

@@ -1,4 +1,5 @@
-"""``taskyard images build|digests``: build the task images, print what the renders should pin."""
+"""``taskyard images build|digests|bundle``: build the task images, print their pins, push a
+Tekton bundle of the catalog (docs/distribution.md)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def add_images(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         help="build the task images, print their digests",
         description="Build images/NAME/Dockerfile as REGISTRY/NAME:VERSION (images/README.md).",
     )
-    isub = p.add_subparsers(dest="images_command", metavar="build|digests", required=True)
+    isub = p.add_subparsers(dest="images_command", metavar="build|digests|bundle", required=True)
     b = isub.add_parser(
         "build", parents=[common], help="build task images (default: all but train-gpu)"
     )
@@ -49,6 +50,19 @@ def add_images(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     d.add_argument("names", nargs="*", metavar="NAME")
     _tag_flags(d)
     d.set_defaults(func=_cmd_digests)
+    bu = isub.add_parser(
+        "bundle",
+        parents=[common],
+        help="the catalog as a Tekton bundle (OCI image): print it, or --push it",
+    )
+    bu.add_argument("--registry", required=True, help="e.g. ghcr.io/you or 127.0.0.1:5000")
+    bu.add_argument("--name", default="taskyard-catalog", help="repository (default: %(default)s)")
+    bu.add_argument("--version", default=__version__, help=f"tag (default: {__version__})")
+    bu.add_argument("--push", action="store_true", help="push it (default: only print it)")
+    bu.add_argument(
+        "--plain-http", action="store_true", help="a registry without TLS (127.0.0.1 tests)"
+    )
+    bu.set_defaults(func=_cmd_bundle)
 
 
 def _tag_flags(p: argparse.ArgumentParser) -> None:
@@ -119,4 +133,21 @@ def _cmd_digests(args: argparse.Namespace) -> int:
     for b in found:
         pin = b.repo_digest or f"(not pushed; push it, then pin {b.tag.rsplit(':', 1)[0]}@sha256:…)"
         print(f"{b.name}\t{b.tag}\t{b.id}\t{images.human(b.size)}\t{pin}")
+    return 0
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    """Print the bundle's layers and digest; with --push, push it and print REF@DIGEST."""
+    from taskyard import bundle
+
+    ref = f"{args.registry.rstrip('/')}/{args.name}:{args.version}"
+    bundle.parse_ref(ref)
+    built = bundle.build(bundle.catalog_docs(ref))
+    if args.push:
+        print(bundle.push(built, ref, plain_http=args.plain_http))
+        return 0
+    for layer in built.layers:
+        a = layer.annotations
+        print(f"{a[bundle.ANNOTATION_KIND]}\t{a[bundle.ANNOTATION_NAME]}\t{layer.digest}")
+    print(f"{ref}@{built.digest}  (not pushed: add --push)")
     return 0

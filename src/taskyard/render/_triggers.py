@@ -2,17 +2,20 @@
 
 Pure data. The same behaviour as ``taskyard serve`` (docs/triggers.md): pushes to a branch run
 ``ci`` (every branch) and ``train-eval-deploy`` (``main``); a nightly schedule runs ``retrain``;
-branch deletes never run anything.
+branch deletes never run anything. Every run on a cluster gets the plan's model name and MLflow
+server (:func:`run_values`): left empty, each pod would log to its own throw-away store.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-import yaml
-
+from taskyard.errors import RenderError
+from taskyard.render import yamlfmt
 from taskyard.render.emit import HEADER
 from taskyard.render.values import CATALOG, Values
 
@@ -23,6 +26,9 @@ ZERO_SHA = "0" * 40
 PART_OF = "taskyard"
 SECRET_NAME = "taskyard-webhook"  # a Secret the user creates: key `secret` = the webhook secret
 SECRET_KEY = "secret"
+# What every cluster run of a pipeline declaring them must get from the operator, never "".
+CLUSTER_VALUES = ("model-name", "mlflow-tracking-uri")
+_REPO_PATH = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+")
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,43 @@ DEFAULT = Plan(
 )
 
 
+def run_values(plan: Plan, pipeline: str) -> dict[str, str]:
+    """Model name, MLflow URI and ``-p`` params of every run of ``pipeline``: those it declares.
+
+    A declared :data:`CLUSTER_VALUES` param left empty is a render error, not a run that
+    silently logs to a per-pod SQLite store.
+    """
+    declared = {p.name for p in plan.pipeline(pipeline).params}
+    out = {k: v for k, v in plan.values.pinned_params().items() if k in declared}
+    for name in CLUSTER_VALUES:
+        if name in declared and not out.get(name, "").strip():
+            raise RenderError(f"pipeline {pipeline!r}: the triggers need a value for {name!r}")
+    return out
+
+
+def workspace_secrets(plan: Plan, pipeline: str) -> dict[str, str]:
+    """Optional workspace -> the Secret a trigger binds to it (those the pipeline declares)."""
+    optional = {w.name for w in plan.pipeline(pipeline).workspaces if w.optional}
+    return {ws: secret for ws, secret in plan.values.workspace_secrets if ws in optional}
+
+
+def repo_path(url: str) -> str:
+    """``https://github.com/acme/model.git`` -> ``acme/model`` (GitHub ``full_name``, GitLab
+    ``path_with_namespace``); scp-like ``git@host:acme/model.git`` too."""
+    parts = urlsplit(url)
+    path = parts.path if parts.scheme else url.partition(":")[2]
+    path = path.strip("/").removesuffix(".git")
+    if not _REPO_PATH.fullmatch(path):
+        raise RenderError(f"cannot tell the repository's owner/name from {url!r}")
+    return path
+
+
+def repo_regex(url: str) -> str:
+    """An anchored, case-insensitive RE2 for the repository's ``owner/name`` (GitHub keeps the
+    case a repository was created with; URLs are often typed in lower case)."""
+    return "(?i)^" + _escape(repo_path(url)) + "$"
+
+
 def glob_regex(globs: tuple[str, ...], prefix: str = "") -> str:
     """An anchored RE2 (Go) / Python regex matching any glob: ``*`` -> ``.*``, ``?`` -> ``.``."""
     alts = ["".join(_GLOB.get(c, "\\" + c if c in _META else c) for c in g) for g in globs]
@@ -96,28 +139,7 @@ def _escape(text: str) -> str:
     return "".join("\\" + c if c in _META else c for c in text)
 
 
-class _Dumper(yaml.SafeDumper):
-    """Block style, list items indented, multi-line strings as ``|`` blocks, no anchors."""
-
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
-        super().increase_indent(flow, False)
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _str(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
-    style = "|" if "\n" in text else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
-
-
-_Dumper.add_representer(str, _str)
-
-
 def to_text(docs: list[dict[str, Any]]) -> str:
     """One committed file: the generated-file header, then the documents."""
-    body = "---\n".join(
-        yaml.dump(d, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100_000)
-        for d in docs
-    )
+    body = "---\n".join(yamlfmt.dump(d) for d in docs)
     return HEADER + body

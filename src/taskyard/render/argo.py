@@ -57,6 +57,7 @@ from hera.workflows.models import (
 )
 
 from taskyard.errors import RenderError
+from taskyard.render.values import CATALOG
 from taskyard.spec import Param, PipelineSpec, PipelineTask, refs
 
 RESULTS_DIR = "/tmp/taskyard/results"
@@ -73,6 +74,10 @@ GPU_TOLERATIONS: tuple[Toleration, ...] = (
 )
 # The catalog tasks whose outputs may be memoized (pure given commit + data + params).
 MEMOIZABLE_TASKS = frozenset({"train", "train-gpu"})
+WORKFLOW_SERVICE_ACCOUNT = "taskyard-workflow"
+# The v4 executor needs only what this Role grants (taskyard.render.argo_rbac); nothing older
+# is claimed: the renders are checked against the v4.1.2 schema alone, and Hera 7 targets v4.
+MIN_ARGO_VERSION = ">= 4.0.0"
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,9 @@ class Options:
     memoize_train: bool = False
     memoize_max_age: str = "168h"
     memoize_cache: str = "taskyard-train-cache"
-    service_account: str | None = None
+    # The pods' ServiceAccount: hera/rbac.yaml's, which may write the executor's task results
+    # (see taskyard.render.argo_rbac); None leaves the namespace's `default` account.
+    service_account: str | None = WORKFLOW_SERVICE_ACCOUNT
     namespace: str | None = None  # metadata.namespace (None: wherever it is applied)
 
 
@@ -108,8 +115,14 @@ class CronOptions:
     successful_jobs_history_limit: int = 3
     failed_jobs_history_limit: int = 5
     # Arguments of every scheduled run; a required pipeline param without one fails the run.
+    # The catalog's: its placeholders (render/values.py), the same as every other trigger's;
+    # `taskyard render --pipeline … --repo-url …` renders one with a repository's own.
     arguments: Mapping[str, str] = field(
-        default_factory=lambda: {"repo-url": "https://git.example.com/your-team/your-project.git"}
+        default_factory=lambda: {
+            "repo-url": CATALOG.repo_url,
+            "model-name": CATALOG.model_name,
+            "mlflow-tracking-uri": CATALOG.mlflow_tracking_uri,
+        }
     )
     namespace: str | None = None
 
@@ -239,7 +252,9 @@ def _global_outputs(spec: PipelineSpec) -> dict[tuple[str, str], str]:
 def _resources(t: PipelineTask) -> ResourceRequirements | None:
     r = t.task.resources
     requests = {k: Quantity(v) for k, v in (("cpu", r.cpu), ("memory", r.memory)) if v}
-    limits = {GPU_RESOURCE: Quantity(str(r.gpu))} if r.gpu else {}
+    limits = {"memory": Quantity(r.memory_max)} if r.memory_max else {}
+    if r.gpu:
+        limits[GPU_RESOURCE] = Quantity(str(r.gpu))
     if not requests and not limits:
         return None
     return ResourceRequirements(requests=requests or None, limits=limits or None)
@@ -397,7 +412,7 @@ def workflow_template(spec: PipelineSpec, opts: Options | None = None) -> Workfl
         annotations={
             "workflows.argoproj.io/title": spec.display_name,
             "workflows.argoproj.io/description": spec.description,
-            "workflows.argoproj.io/version": ">= 4.0.0",
+            "workflows.argoproj.io/version": MIN_ARGO_VERSION,
         },
         entrypoint=ENTRYPOINT,
         on_exit=EXIT_HANDLER if spec.finally_ else None,
@@ -427,6 +442,11 @@ def cron_workflow(spec: PipelineSpec, opts: CronOptions | None = None) -> CronWo
     for key in opts.arguments:
         if key not in known:
             raise RenderError(f"pipeline {spec.name!r}: cron argument {key!r} is not a param")
+    # Every task runs in its own pod: without the MLflow server each logs to a throw-away
+    # store and evaluate never finds train's run; without the model name the gate has no model.
+    for key in ("model-name", "mlflow-tracking-uri"):
+        if key in known and not opts.arguments.get(key, "").strip():
+            raise RenderError(f"pipeline {spec.name!r}: the schedule needs a {key!r} argument")
     return CronWorkflow(
         name=opts.name or f"{spec.name}-cron",
         namespace=opts.namespace,

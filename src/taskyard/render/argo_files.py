@@ -1,13 +1,15 @@
-"""The committed Argo files: a WorkflowTemplate per catalog pipeline, the retrain CronWorkflow."""
+"""The committed Argo files: a WorkflowTemplate per catalog pipeline, the retrain CronWorkflow,
+and ``rbac.yaml``: the ServiceAccount the templates run as (:mod:`taskyard.render.argo_rbac`)."""
 
 from __future__ import annotations
 
 from taskyard.catalog import PIPELINES
-from taskyard.render import argo
+from taskyard.render import argo, argo_rbac
 from taskyard.render.emit import HEADER
 
 FOLDER = "hera"
 CRON_PIPELINE = "retrain"
+RBAC = f"{FOLDER}/rbac.yaml"
 
 
 def text(obj: object) -> str:
@@ -21,5 +23,7 @@ def files() -> dict[str, str]:
         for name, spec in sorted(PIPELINES.items())
     }
     cron = argo.cron_workflow(PIPELINES[CRON_PIPELINE])
-    out[f"{FOLDER}/{CRON_PIPELINE}-cron.yaml"] = text(cron)
+    # A folder of its own: `kubectl apply -k hera/` must not start it (render/kustomize.py).
+    out[f"{FOLDER}/cron/{CRON_PIPELINE}-cron.yaml"] = text(cron)
+    out[RBAC] = HEADER + argo_rbac.text()
     return out

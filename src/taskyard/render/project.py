@@ -9,13 +9,14 @@ with the team's values instead of the catalog's placeholders.
     triggers/tekton/*.yaml                                  EventListener, bindings, templates,
                                                             RBAC, the schedule's CronJob
     argo/<p>.yaml, argo/<p>-cron.yaml                       WorkflowTemplate, CronWorkflow
+    argo/rbac.yaml                                          the templates' ServiceAccount + Role
     triggers/argo-events/*.yaml                             GitHub EventSource, Sensor, RBAC
 
 The same renderers as the catalog's, given a :class:`~taskyard.render.values.Values` with
 ``pinned=True``: every run and trigger clones the given repository with the given model name and
 MLflow URI (only the revision comes from the event), the pipeline's params default to those
 values, and image params point at the given registry. On Argo the schedule is the CronWorkflow
-alone (the catalog also renders an Argo Events calendar; both applied, it would run twice).
+alone, as in the catalog (Argo Events renders no calendar: both applied, it ran twice).
 
 Pure: the spec and values in, file texts out; :func:`taskyard.render.emit.write_files` writes.
 """
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskyard.errors import RenderError
-from taskyard.render import argo, emit, tekton, triggers_argo, triggers_tekton
+from taskyard.render import argo, argo_rbac, emit, tekton, triggers_argo, triggers_tekton
 from taskyard.render._triggers import CronTrigger, Plan, PushTrigger, to_text
 from taskyard.render.argo_files import text as argo_text
 from taskyard.render.tekton_files import pipeline_dir, task_dir, to_yaml
@@ -81,9 +82,11 @@ def check(spec: PipelineSpec, values: Values) -> None:
 
 
 def _image_default(p: Param, registry: str) -> Param:
-    """A catalog image param (``<catalog registry>/<image>:<version>``) on ``registry``."""
+    """A catalog image param (``<catalog registry>/<image>:<version>``) on ``registry``: a
+    task's ``image`` and a pipeline's ``<image>-image`` (catalog/pipelines/_parts.py)."""
     prefix = CATALOG.image_registry.rstrip("/") + "/"
-    if p.name != "image" or not (p.default or "").startswith(prefix):
+    is_image = p.name == "image" or p.name.endswith("-image")
+    if not is_image or not (p.default or "").startswith(prefix):
         return p
     image = registry.rstrip("/") + "/" + (p.default or "").removeprefix(prefix)
     return Param(**{**p.model_dump(), "default": image})
@@ -103,7 +106,9 @@ def for_repository(spec: PipelineSpec, values: Values) -> PipelineSpec:
     check(spec, values)
     given = _values_by_param(values)
     params = tuple(
-        Param(**{**p.model_dump(), "default": given[p.name]}) if p.name in given else p
+        Param(**{**p.model_dump(), "default": given[p.name]})
+        if p.name in given
+        else _image_default(p, values.image_registry)
         for p in spec.params
     )
 
@@ -198,6 +203,7 @@ def files(spec: PipelineSpec, values: Values, schedule: Schedule | None = None) 
     out[f"argo/{spec.name}.yaml"] = argo_text(
         argo.workflow_template(spec, argo.Options(namespace=namespace))
     )
+    out["argo/rbac.yaml"] = emit.HEADER + argo_rbac.text(namespace)
     if schedule.cron:
         declared = {p.name for p in spec.params}
         arguments = {

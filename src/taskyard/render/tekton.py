@@ -20,11 +20,14 @@ from taskyard.render.values import CATALOG, Values
 from taskyard.spec import Param, PipelineSpec, PipelineTask, TaskSpec, refs
 
 API = "tekton.dev/v1"
-# v1 Task/Pipeline/TaskRun/PipelineRun (computeResources, taskRunTemplate) are served since
-# Pipelines 0.44 (from memory, not re-verified); Task/Pipeline ``spec.displayName`` came with
-# TEP-0047 (tektoncd/pipeline#6294, merged March 2023). 0.50 is the first LTS with both, and
-# what v1 catalog entries declare.
-MIN_VERSION = "0.50.0"
+# The oldest Pipelines release serving everything rendered here (tektoncd/pipeline, checked in
+# its history): the v1 CRDs are served since v0.44.0 (config/300-pipeline.yaml, `name: v1`,
+# `served: true`); Task/Pipeline ``spec.displayName`` (TEP-0047, commit 3d86fa5ce) is first in
+# v0.47.0; results, when, finally, retries, optional workspaces, ``timeouts`` and
+# ``taskRunTemplate`` are in v1 from the start, and none of them is behind ``enable-api-fields``
+# at v0.47.0 (pkg/apis/pipeline/v1/*_validation.go gate only matrix, stepSpecs, sidecarSpecs,
+# taskRunSpecs[].computeResources, step workspaces and object params, none used).
+MIN_VERSION = "0.47.0"
 # The distroless "nonroot" uid (also what tektoncd's git-clone runs as); the task images own
 # their HOME for it, and run samples set fsGroup to it so a fresh PVC is writable.
 NON_ROOT_UID = 65532
@@ -58,6 +61,11 @@ def _metadata(
     annotations["tekton.dev/displayName"] = display_name
     if platforms:
         annotations["tekton.dev/platforms"] = ",".join(platforms)
+    # What Artifact Hub lists besides the tekton.dev/* ones (render/artifacthub.py). Imported
+    # here: artifacthub names the release through render/resolver.py, which builds on us.
+    from taskyard.render import artifacthub
+
+    annotations.update(artifacthub.annotations())
     return {
         "name": name,
         "labels": {"app.kubernetes.io/version": version},
@@ -77,21 +85,33 @@ def _param_spec(p: Param) -> dict[str, Any]:
 def _compute_resources(task: TaskSpec) -> dict[str, Any]:
     r = task.resources
     requests = {k: v for k, v in (("cpu", r.cpu), ("memory", r.memory)) if v}
+    limits: dict[str, Any] = {"memory": r.memory_max} if r.memory_max else {}
+    if r.gpu:
+        # Extended resources are set as limits (a request, if given, must equal the limit).
+        limits[GPU_RESOURCE] = r.gpu
     out: dict[str, Any] = {}
     if requests:
         out["requests"] = requests
-    if r.gpu:
-        # Extended resources are set as limits (a request, if given, must equal the limit).
-        out["limits"] = {GPU_RESOURCE: r.gpu}
+    if limits:
+        out["limits"] = limits
     return out
 
 
 def _security_context() -> dict[str, Any]:
+    """What PodSecurity ``restricted`` asks of every container, as the Argo renders have it.
+
+    restricted rejects a pod without ``seccompProfile`` RuntimeDefault/Localhost, without
+    ``runAsNonRoot``, with privilege escalation or capabilities beyond NET_BIND_SERVICE
+    (https://kubernetes.io/docs/concepts/security/pod-security-standards/#restricted).
+    Set on the step, since a Task has no pod-level securityContext of its own.
+    """
     return {
         "runAsNonRoot": True,
         "runAsUser": NON_ROOT_UID,
+        "runAsGroup": NON_ROOT_UID,
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
@@ -186,11 +206,32 @@ def pipeline(p: PipelineSpec) -> dict[str, Any]:
     return {"apiVersion": API, "kind": "Pipeline", "metadata": meta, "spec": spec}
 
 
-def _gpu_pod_template() -> dict[str, Any]:
+def _pod_template(gpu: bool) -> dict[str, Any]:
+    """fsGroup so a fresh PVC is writable; GPU node placement when ``gpu``."""
+    out: dict[str, Any] = {"securityContext": {"fsGroup": NON_ROOT_UID}}
+    if gpu:
+        out["nodeSelector"] = dict(GPU_NODE_SELECTOR)
+        out["tolerations"] = [dict(x) for x in GPU_TOLERATIONS]
+    return out
+
+
+def timeouts(p: PipelineSpec) -> dict[str, str] | None:
+    """``timeouts`` that leave the ``finally`` tasks their own budget.
+
+    With ``pipeline`` alone, a run that uses it up cancels the finally tasks too; with
+    ``tasks`` + ``finally`` <= ``pipeline``, the DAG is cancelled at ``tasks`` and the finally
+    tasks still run (tektoncd/pipeline docs/pipelineruns.md, "Configuring a failure timeout").
+    Finally tasks run in parallel, so their budget is the longest one's timeout.
+    """
+    if not p.timeout:
+        return None
+    fin = max((t.timeout or 0 for t in p.finally_), default=0)
+    if not fin or fin >= p.timeout:
+        return {"pipeline": duration(p.timeout)}
     return {
-        "securityContext": {"fsGroup": NON_ROOT_UID},
-        "nodeSelector": dict(GPU_NODE_SELECTOR),
-        "tolerations": [dict(x) for x in GPU_TOLERATIONS],
+        "pipeline": duration(p.timeout),
+        "tasks": duration(p.timeout - fin),
+        "finally": duration(fin),
     }
 
 
@@ -209,9 +250,7 @@ def taskrun_sample(t: TaskSpec, values: Values = CATALOG) -> dict[str, Any]:
         spec["workspaces"] = [
             {"name": w.name, "persistentVolumeClaim": {"claimName": SOURCE_CLAIM}} for w in spaces
         ]
-    spec["podTemplate"] = (
-        _gpu_pod_template() if t.resources.gpu else {"securityContext": {"fsGroup": NON_ROOT_UID}}
-    )
+    spec["podTemplate"] = _pod_template(bool(t.resources.gpu))
     return {
         "apiVersion": API,
         "kind": "TaskRun",
@@ -221,7 +260,19 @@ def taskrun_sample(t: TaskSpec, values: Values = CATALOG) -> dict[str, Any]:
 
 
 def pipelinerun_sample(p: PipelineSpec, values: Values = CATALOG) -> dict[str, Any]:
-    """A PipelineRun: a fresh PVC per run for ``source``; GPU tasks steered to GPU nodes."""
+    """A PipelineRun: a fresh PVC per run for ``source``; a GPU pipeline on GPU nodes.
+
+    The ``source`` PVC comes from a ``volumeClaimTemplate``: it is created for the run and
+    deleted with it (tektoncd/pipeline docs/workspaces.md, volumeClaimTemplate).
+
+    GPU placement is in ``taskRunTemplate.podTemplate``, not per task: with the Affinity
+    Assistant (default ``coschedule: workspaces``) every pod sharing the PVC follows the
+    assistant pod's node, and the assistant takes ``nodeSelector`` and ``tolerations`` only
+    from ``taskRunTemplate.podTemplate`` (pkg/reconciler/pipelinerun/affinity_assistant.go,
+    ``affinityAssistantStatefulSet``; docs/affinityassistants.md). A GPU selector only on the
+    train task would put the assistant, and so the whole run, on a node without a GPU. With
+    the assistant off, a ReadWriteOnce PVC still keeps the run on one node, so the same holds.
+    """
     spec: dict[str, Any] = {"pipelineRef": {"name": p.name}}
     params = sample_params(p.params, values)
     if params:
@@ -235,14 +286,10 @@ def pipelinerun_sample(p: PipelineSpec, values: Values = CATALOG) -> dict[str, A
             }
         }
         spec["workspaces"] = [{"name": w.name, "volumeClaimTemplate": claim} for w in spaces]
-    if p.timeout:
-        spec["timeouts"] = {"pipeline": duration(p.timeout)}
-    spec["taskRunTemplate"] = {"podTemplate": {"securityContext": {"fsGroup": NON_ROOT_UID}}}
-    gpu = [t for t in p.all_tasks if t.task.resources.gpu]
-    if gpu:
-        spec["taskRunSpecs"] = [
-            {"pipelineTaskName": t.name, "podTemplate": _gpu_pod_template()} for t in gpu
-        ]
+    if budget := timeouts(p):
+        spec["timeouts"] = budget
+    gpu = any(t.task.resources.gpu for t in p.all_tasks)
+    spec["taskRunTemplate"] = {"podTemplate": _pod_template(gpu)}
     return {
         "apiVersion": API,
         "kind": "PipelineRun",

@@ -8,29 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from taskyard.catalog import PIPELINES, TASKS
-from taskyard.render import docs, emit, tekton
+from taskyard.render import docs, emit, resolver, tekton, yamlfmt
 from taskyard.spec import PipelineSpec, TaskSpec
 
 
-class _Dumper(yaml.SafeDumper):
-    """Block style with list items indented under their key, as Tekton's own examples are."""
-
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
-        super().increase_indent(flow, False)
-
-
 def to_yaml(doc: dict[str, Any]) -> str:
-    return yaml.dump(
-        doc,
-        Dumper=_Dumper,
-        sort_keys=False,
-        default_flow_style=False,
-        allow_unicode=True,
-        width=100_000,
-    )
+    return yamlfmt.dump(doc)
 
 
 def task_dir(t: TaskSpec) -> str:
@@ -47,7 +31,13 @@ def _task_files(t: TaskSpec) -> dict[str, str]:
     sample_path = f"samples/{t.name}-run.yaml"
     readme = docs.task_readme(
         t,
-        install=docs.Example("kubectl", f"kubectl apply -f {base}/{t.name}.yaml", "bash"),
+        install=docs.Example(
+            "kubectl",
+            f"kubectl apply -f {base}/{t.name}.yaml\n"
+            "# or every catalog task (not `-f tasks/ -R`: samples/ holds runs with generateName)\n"
+            "kubectl apply -k tasks/",
+            "bash",
+        ),
         usage=[
             docs.Example(
                 f"TaskRun (`{sample_path}`)",
@@ -71,18 +61,30 @@ def _pipeline_files(p: PipelineSpec) -> dict[str, str]:
     sample = to_yaml(tekton.pipelinerun_sample(p))
     sample_path = f"samples/{p.name}-run.yaml"
     applies = [f"kubectl apply -f {task_dir(t)}/{t.name}.yaml" for t in _tasks_of(p)]
+    install = [
+        *applies,
+        f"kubectl apply -f {base}/{p.name}.yaml",
+        "# or every catalog pipeline with the tasks they run (see docs/distribution.md)",
+        "kubectl apply -k pipelines/",
+        f"# or no task at all: the git resolver fetches them at {resolver.CATALOG_SOURCE.revision}",
+        f"kubectl apply -f {resolver.path(p)}",
+    ]
     readme = docs.pipeline_readme(
         p,
-        install=docs.Example(
-            "kubectl", "\n".join([*applies, f"kubectl apply -f {base}/{p.name}.yaml"]), "bash"
-        ),
+        install=docs.Example("kubectl", "\n".join(install), "bash"),
         usage=[
             docs.Example(
                 f"PipelineRun (`{sample_path}`)",
                 sample,
                 note=(
-                    "A fresh PVC per run backs `source`; set `mlflow-tracking-uri` (where "
-                    "present) to an MLflow server every task pod can reach. Start it with "
+                    "A fresh PVC per run backs `source` (`volumeClaimTemplate`): the "
+                    "PipelineRun owns it, so deleting the PipelineRun deletes the PVC "
+                    "(tektoncd/pipeline docs/workspaces.md): delete finished runs to free "
+                    "their storage. Set `mlflow-tracking-uri` "
+                    "(where present) to an MLflow server every task pod can reach; the ML "
+                    "steps refuse to start in a pod without one. Images are the `*-image` "
+                    "params (pin a digest there). `timeouts.finally` keeps time for the "
+                    "`report` after `timeouts.tasks` runs out. Start it with "
                     f"`kubectl create -f {base}/{sample_path}`."
                 ),
             )

@@ -1,15 +1,19 @@
-"""Argo Events (``argoproj.io/v1alpha1``) EventSources and Sensors for the catalog pipelines.
+"""Argo Events (``argoproj.io/v1alpha1``) EventSource and Sensors for the catalog pipelines.
 
 * EventSource ``taskyard-github``: receives GitHub pushes and checks ``X-Hub-Signature-256``
-  against ``webhookSecret`` (no ``apiToken``: it never edits the repository's hooks; the
-  ``repositories`` entry is what Argo Events requires to name the source).
-* EventSource ``taskyard-calendar``: the cron schedules, timezone aware, with catch-up persisted
-  in a ConfigMap (``maxDuration`` 24h: after downtime, the missed nightly run fires once).
-* One Sensor per pipeline: its dependency filters on the ``X-Github-Event`` header, the branch
-  (``body.ref``, a regex), branch deletes (``body.deleted``) and optionally the changed paths (a
-  Lua script); its ``argoWorkflow`` trigger submits a Workflow from the pipeline's
-  WorkflowTemplate (``hera/<pipeline>.yaml``) with ``repo-url``/``revision`` from the payload.
-* RBAC: the sensor may only create Workflows; the calendar source may only keep its ConfigMap.
+  against ``webhookSecret`` (no ``apiToken``: it never edits the repository's hooks). Its
+  ``repositories`` entry only names the source: without an apiToken it restricts nothing
+  (argo-events pkg/eventsources/sources/github/start.go: ``HandleRoute`` checks the signature
+  only; repositories are read when creating hooks, ``NeedToCreateHooks``).
+* One Sensor per push trigger: its dependency filters on the ``X-Github-Event`` header, the
+  branch (``body.ref``, a regex), branch deletes (``body.deleted``), optionally the changed paths
+  (a Lua script) and, when the render is for one repository, ``body.repository.full_name``. Its
+  ``argoWorkflow`` trigger submits a Workflow from the pipeline's WorkflowTemplate
+  (``hera/<pipeline>.yaml``) with ``repo-url``/``revision`` from the payload and the plan's
+  model name and MLflow URI.
+* No schedule here: the scheduled retrain on Argo is the CronWorkflow ``hera/retrain-cron.yaml``
+  alone (``concurrencyPolicy: Forbid``); a calendar EventSource next to it ran it twice.
+* RBAC: the sensor gets exactly what its ``argo submit`` needs (:data:`SENSOR_RULES`).
 
 A pinned plan (a team's repository, :mod:`taskyard.render.project`) submits the repository,
 model name and MLflow URI as literal arguments and takes only ``revision`` from the event.
@@ -22,27 +26,43 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from taskyard.errors import RenderError
 from taskyard.render._triggers import (
     DEFAULT,
     PART_OF,
     SECRET_KEY,
     SECRET_NAME,
-    CronTrigger,
     Plan,
     PushTrigger,
     glob_regex,
+    repo_regex,
+    run_values,
     to_text,
 )
 
 API = "argoproj.io/v1alpha1"
 FOLDER = "triggers/argo-events"
 GITHUB_SOURCE = "taskyard-github"
-CALENDAR_SOURCE = "taskyard-calendar"
 SENSOR_ACCOUNT = "taskyard-sensor"
-CALENDAR_ACCOUNT = "taskyard-calendar"
-CALENDAR_STATE = "taskyard-calendar-state"
 PORT = 12000
 PUSH_EVENT = "push"
+# Argo Workflows rejects a Workflow name over 63 characters (workflow/validate/validate.go,
+# maxCharsInObjectName); the name is `<pipeline>-<commit SHA, as much as fits>`.
+MAX_NAME = 63
+MIN_SHA = 12
+# What the argoWorkflow trigger's `operation: submit` does, verb by verb (argo-events v1.9.11
+# bundles the argo CLI v3.7.9, Dockerfile ARGO_VERSION; the CLI runs in kube mode):
+# - create workflows: `argo submit FILE` -> server/workflow/workflow_server.go CreateWorkflow;
+# - get workflowtemplates: CreateWorkflow validates the workflowTemplateRef through
+#   server/workflowtemplate/wf_client_store.go (a plain Get, no informer by default);
+# - list workflows: afterwards the sensor lists the Workflows it labelled to find the one created
+#   (pkg/sensors/triggers/argo-workflow/argo-workflow.go, Execute: List with LabelSelector);
+#   forbidden, every event fails after its Workflow exists and retryStrategy submits again.
+# Upstream's examples/rbac/sensor-rbac.yaml grants "*": this is the subset the code path uses.
+SENSOR_RULES = (
+    {"apiGroups": ["argoproj.io"], "resources": ["workflows"], "verbs": ["create", "list"]},
+    {"apiGroups": ["argoproj.io"], "resources": ["workflowtemplates"], "verbs": ["get"]},
+)
 
 
 def _meta(name: str) -> dict[str, Any]:
@@ -82,33 +102,6 @@ def github_source(repo_url: str) -> dict[str, Any]:
     }
 
 
-def calendar_source(crons: tuple[CronTrigger, ...]) -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "EventSource",
-        "metadata": _meta(CALENDAR_SOURCE),
-        "spec": {
-            "template": {"serviceAccountName": CALENDAR_ACCOUNT},
-            "calendar": {
-                c.name: {
-                    "schedule": c.schedule,
-                    "timezone": c.timezone,
-                    "metadata": {
-                        "pipeline": c.pipeline,
-                        "repo-url": c.repo_url,
-                        "revision": c.revision,
-                    },
-                    "persistence": {
-                        "catchup": {"enabled": True, "maxDuration": "24h"},
-                        "configMap": {"name": CALENDAR_STATE, "createIfNotExist": True},
-                    },
-                }
-                for c in crons
-            },
-        },
-    }
-
-
 def lua_pattern(glob: str) -> str:
     """A glob as an anchored Lua pattern: ``*`` -> ``.*``, ``?`` -> ``.``, magic chars escaped."""
     out = []
@@ -143,18 +136,23 @@ def paths_script(paths: tuple[str, ...]) -> str:
 
 
 def _arguments(pipeline: str, plan: Plan) -> list[dict[str, str]]:
-    """``repo-url`` and ``revision`` (index 0 and 1: the trigger fills them from the event);
-    pinned, the plan's repository, model name and MLflow URI instead of the event's."""
-    if not plan.values.pinned:
-        return [{"name": "repo-url", "value": ""}, {"name": "revision", "value": ""}]
-    declared = {p.name for p in plan.pipeline(pipeline).params}
-    out = [{"name": "repo-url", "value": plan.values.repo_url}, {"name": "revision", "value": ""}]
-    out += [
-        {"name": name, "value": value}
-        for name, value in plan.values.pinned_params().items()
-        if name in declared
-    ]
+    """``repo-url`` and ``revision`` (index 0 and 1: the trigger fills the revision, and unless
+    pinned the repository, from the event), then the plan's model name, MLflow URI, params."""
+    repo = plan.values.repo_url if plan.values.pinned else ""
+    out = [{"name": "repo-url", "value": repo}, {"name": "revision", "value": ""}]
+    out += [{"name": k, "value": v} for k, v in run_values(plan, pipeline).items()]
     return out
+
+
+def sha_length(pipeline: str) -> int:
+    """How much of the commit SHA fits in the Workflow name ``<pipeline>-<sha>`` (at most 40)."""
+    room = MAX_NAME - len(pipeline) - 1
+    if room < MIN_SHA:
+        raise RenderError(
+            f"pipeline {pipeline!r}: name too long for a Workflow named after the commit "
+            f"(at most {MAX_NAME - MIN_SHA - 1} characters)"
+        )
+    return min(40, room)
 
 
 def _workflow(pipeline: str, plan: Plan) -> dict[str, Any]:
@@ -162,7 +160,8 @@ def _workflow(pipeline: str, plan: Plan) -> dict[str, Any]:
         "apiVersion": API,
         "kind": "Workflow",
         "metadata": {
-            "generateName": f"{pipeline}-",
+            # `<pipeline>-` + the SHA (the trigger appends it): see _trigger.
+            "name": f"{pipeline}-",
             "labels": {"app.kubernetes.io/part-of": PART_OF, "taskyard.dev/pipeline": pipeline},
         },
         "spec": {
@@ -175,23 +174,39 @@ def _workflow(pipeline: str, plan: Plan) -> dict[str, Any]:
 def _trigger(
     pipeline: str, dependency: str, repo_key: str, revision_key: str, plan: Plan
 ) -> dict[str, Any]:
+    """Submit once per (pipeline, commit), however often it is retried or redelivered.
+
+    The sensor retries the whole trigger (fetch, `argo submit`, list) on any error
+    (argo-events pkg/sensors/listener.go, ``DoWithRetry`` around ``triggerActions``), so a
+    ``generateName`` Workflow would be submitted again by every retry after a late failure.
+    Named ``<pipeline>-<sha>`` instead, a second submit of the same commit fails with
+    AlreadyExists and creates nothing (the same dedup as ``taskyard serve``: repo, commit,
+    pipeline). The name is appended by a parameter (``operation: append``,
+    pkg/sensors/triggers/params.go ``ApplyParams``), the SHA cut by a sprig ``trunc``.
+    """
+
     def param(index: int, key: str) -> dict[str, Any]:
         return {
             "src": {"dependencyName": dependency, "dataKey": key},
             "dest": f"spec.arguments.parameters.{index}.value",
         }
 
+    sha = f"{{{{ .Input.{revision_key} | lower | trunc {sha_length(pipeline)} }}}}"
+    name = {
+        "src": {"dependencyName": dependency, "dataTemplate": sha},
+        "dest": "metadata.name",
+        "operation": "append",
+    }
+    params = [param(1, revision_key)]
+    if not plan.values.pinned:
+        params.insert(0, param(0, repo_key))
     return {
         "template": {
             "name": f"submit-{pipeline}",
             "argoWorkflow": {
                 "operation": "submit",
                 "source": {"resource": _workflow(pipeline, plan)},
-                "parameters": (
-                    [param(1, revision_key)]
-                    if plan.values.pinned
-                    else [param(0, repo_key), param(1, revision_key)]
-                ),
+                "parameters": [*params, name],
             },
         },
         "retryStrategy": {"steps": 3},
@@ -211,6 +226,15 @@ def push_sensor(trigger: PushTrigger, plan: Plan = DEFAULT) -> dict[str, Any]:
             {"path": "body.deleted", "type": "bool", "value": ["false"]},
         ]
     }
+    if plan.values.pinned:
+        # Only the signature guards the EventSource (see the module doc): check the repository.
+        filters["data"].append(
+            {
+                "path": "body.repository.full_name",
+                "type": "string",
+                "value": [repo_regex(plan.values.repo_url)],
+            }
+        )
     if trigger.paths:
         filters["script"] = paths_script(trigger.paths)
     return {
@@ -229,23 +253,6 @@ def push_sensor(trigger: PushTrigger, plan: Plan = DEFAULT) -> dict[str, Any]:
             ],
             "triggers": [
                 _trigger(trigger.pipeline, "push", "body.repository.clone_url", "body.after", plan)
-            ],
-        },
-    }
-
-
-def cron_sensor(cron: CronTrigger, plan: Plan = DEFAULT) -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "Sensor",
-        "metadata": _meta(f"taskyard-{cron.name}"),
-        "spec": {
-            "template": {"serviceAccountName": SENSOR_ACCOUNT},
-            "dependencies": [
-                {"name": "schedule", "eventSourceName": CALENDAR_SOURCE, "eventName": cron.name}
-            ],
-            "triggers": [
-                _trigger(cron.pipeline, "schedule", "metadata.repo-url", "metadata.revision", plan)
             ],
         },
     }
@@ -270,38 +277,17 @@ def _role(name: str, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def rbac(calendar: bool = True) -> list[dict[str, Any]]:
-    """The sensor's account; the calendar source's too when there is a schedule."""
-    sensor = _role(
-        SENSOR_ACCOUNT,
-        [{"apiGroups": ["argoproj.io"], "resources": ["workflows"], "verbs": ["create"]}],
-    )
-    if not calendar:
-        return sensor
-    return [
-        *sensor,
-        *_role(
-            CALENDAR_ACCOUNT,
-            [
-                {
-                    "apiGroups": [""],
-                    "resources": ["configmaps"],
-                    "verbs": ["get", "create", "update"],
-                }
-            ],
-        ),
-    ]
+def rbac() -> list[dict[str, Any]]:
+    """The sensor's account: :data:`SENSOR_RULES`, nothing more."""
+    return _role(SENSOR_ACCOUNT, [dict(r) for r in SENSOR_RULES])
 
 
 def objects(plan: Plan = DEFAULT) -> dict[str, list[dict[str, Any]]]:
-    sources = [github_source(plan.repo_url)]
-    if plan.cron:
-        sources.append(calendar_source(plan.cron))
+    """The push triggers only: ``plan.cron`` is the CronWorkflow's job on Argo (hera/)."""
     return {
-        "eventsources.yaml": sources,
-        "sensors.yaml": [push_sensor(t, plan) for t in plan.push]
-        + [cron_sensor(c, plan) for c in plan.cron],
-        "rbac.yaml": rbac(calendar=bool(plan.cron)),
+        "eventsources.yaml": [github_source(plan.repo_url)],
+        "sensors.yaml": [push_sensor(t, plan) for t in plan.push],
+        "rbac.yaml": rbac(),
     }
 
 

@@ -10,9 +10,21 @@ PipelineRun with ``generateName``. Tekton has no cron: a ``batch/v1`` CronJob po
 ``taskyard-schedule`` event to the listener (GitHub's HMAC scheme, so the same interceptor
 verifies it) and its own binding starts ``retrain``.
 
+The catalog plan (generic, any repository whose webhook is signed with the secret) takes the
+model name and MLflow URI from ONE TriggerBinding, ``taskyard-values``, that every trigger of a
+pipeline declaring them binds; the TriggerTemplates declare those params without a default, so
+no run falls back to a value nobody set. Optional workspaces are bound to Secrets
+(``Values.workspace_secrets``, ``optional: true``).
+
 A plan for a team's own repository (``plan.values.pinned``, :mod:`taskyard.render.project`)
 binds only ``revision`` from the event: its TriggerTemplates carry the repository, model name
-and MLflow URI as literals, so a signed event can choose a commit but never the repository.
+and MLflow URI as literals, so a signed event can choose a commit but never the repository, and
+each push trigger's CEL filter also keeps only that repository's events.
+
+RBAC: the listener's ServiceAccount is bound to the two ClusterRoles Tekton Triggers installs
+for listeners (tektoncd/triggers docs/eventlisteners.md "Specifying the Kubernetes service
+account", examples/rbac.yaml; rules in config/200-clusterrole.yaml, which already grant
+``create`` on pipelineruns), never a hand-written copy that drifts from upstream.
 
 Pure: the plan in, dicts out; :func:`files` gives the committed YAML.
 """
@@ -23,6 +35,7 @@ from typing import Any
 
 from taskyard.render import tekton
 from taskyard.render._triggers import (
+    CLUSTER_VALUES,
     DEFAULT,
     PART_OF,
     SECRET_KEY,
@@ -32,7 +45,10 @@ from taskyard.render._triggers import (
     Plan,
     PushTrigger,
     glob_regex,
+    repo_regex,
+    run_values,
     to_text,
+    workspace_secrets,
 )
 from taskyard.render.values import CATALOG
 
@@ -40,24 +56,42 @@ API = "triggers.tekton.dev/v1beta1"
 FOLDER = "triggers/tekton"
 LISTENER = "taskyard"
 ACCOUNT = "taskyard-triggers"
+# Installed by Tekton Triggers (tektoncd/triggers config/200-clusterrole.yaml): a listener's
+# namespaced needs (bind with a RoleBinding) and its cluster-wide reads (ClusterRoleBinding).
+LISTENER_ROLES = "tekton-triggers-eventlistener-roles"
+LISTENER_CLUSTER_ROLES = "tekton-triggers-eventlistener-clusterroles"
+VALUES_BINDING = "taskyard-values"
 # ClusterRoleBinding subjects need a namespace: the one docs/triggers.md applies these into.
 NAMESPACE = CATALOG.namespace
 SCHEDULE_EVENT = "taskyard-schedule"
 # Tekton names the listener's Service `el-<name>`; it listens on 8080.
 LISTENER_URL = f"http://el-{LISTENER}:8080"
 CRON_IMAGE = "python:3.11-slim"
+# The webhook Secret as a read-only file, not an env var (env leaks into crash dumps and
+# `kubectl describe`; checkov CKV_K8S_35).
+SECRET_MOUNT = "/etc/taskyard/webhook"
+# checkov reads per-object skips from these annotations (docs: "Suppressing/Skipping",
+# Kubernetes: `checkov.io/skip#: CHECK_ID=comment`).
+CRON_CHECKOV_SKIPS = {
+    "checkov.io/skip1": (
+        "CKV_K8S_43=python:3.11-slim is a stand-in for the operator's own mirrored copy; a "
+        "digest is registry-specific, so set the image (pinned) when you render for your cluster"
+    ),
+}
 NON_ROOT_UID = 65532
 
 PROVIDERS: dict[str, dict[str, Any]] = {
     "github": {
         "event_types": ["push"],
         "repo_url": "$(body.repository.clone_url)",
+        "repo_name": "body.repository.full_name",
         # GitHub marks deletes with `deleted: true` (and an all-zero `after`).
         "not_deleted": f"!body.deleted && body.after != '{ZERO_SHA}'",
     },
     "gitlab": {
         "event_types": ["Push Hook"],
         "repo_url": "$(body.project.git_http_url)",
+        "repo_name": "body.project.path_with_namespace",
         "not_deleted": f"body.after != '{ZERO_SHA}'",
     },
 }
@@ -67,7 +101,7 @@ POST_SCHEDULE = """\
 import hashlib, hmac, json, os, urllib.request
 body = json.dumps({k: os.environ[k.upper()] for k in ("pipeline", "schedule", "repo_url",
                    "revision")}, sort_keys=True).encode()
-key = os.environ["WEBHOOK_SECRET"].encode()
+key = open(os.environ["WEBHOOK_SECRET_FILE"], "rb").read().strip()
 sig = "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
 req = urllib.request.Request(os.environ["LISTENER_URL"], data=body, method="POST", headers={
     "Content-Type": "application/json", "X-GitHub-Event": "taskyard-schedule",
@@ -81,65 +115,28 @@ def _meta(name: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "labels": {"app.kubernetes.io/part-of": PART_OF}, **extra}
 
 
-# -- RBAC: the least the listener needs to read its config and create PipelineRuns ----------
+# -- RBAC: the upstream listener roles, bound (docs/eventlisteners.md, examples/rbac.yaml) ----
+
+
+def _binding_to(kind: str, role: str, subject: dict[str, str]) -> dict[str, Any]:
+    suffix = "cluster" if kind == "ClusterRoleBinding" else "namespace"
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": kind,
+        "metadata": _meta(f"{ACCOUNT}-{suffix}"),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [subject],
+    }
 
 
 def rbac(namespace: str = NAMESPACE) -> list[dict[str, Any]]:
-    read = ["get", "list", "watch"]
+    """The listener's account, bound to Tekton Triggers' own roles: those roles already grant
+    everything the listener does (read its triggers and config, create PipelineRuns, events)."""
     subject = {"kind": "ServiceAccount", "name": ACCOUNT, "namespace": namespace}
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(ACCOUNT)},
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": _meta(ACCOUNT),
-            "rules": [
-                {
-                    "apiGroups": ["triggers.tekton.dev"],
-                    "resources": [
-                        "eventlisteners",
-                        "triggerbindings",
-                        "triggertemplates",
-                        "triggers",
-                        "interceptors",
-                    ],
-                    "verbs": read,
-                },
-                # the listener's logging/defaults config
-                {"apiGroups": [""], "resources": ["configmaps"], "verbs": read},
-                {"apiGroups": ["tekton.dev"], "resources": ["pipelineruns"], "verbs": ["create"]},
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": _meta(ACCOUNT),
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ACCOUNT},
-            "subjects": [subject],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": _meta(ACCOUNT),
-            "rules": [
-                {
-                    "apiGroups": ["triggers.tekton.dev"],
-                    "resources": ["clusterinterceptors", "clustertriggerbindings"],
-                    "verbs": read,
-                }
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": _meta(ACCOUNT),
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": ACCOUNT,
-            },
-            "subjects": [subject],
-        },
+        _binding_to("RoleBinding", LISTENER_ROLES, subject),
+        _binding_to("ClusterRoleBinding", LISTENER_CLUSTER_ROLES, subject),
     ]
 
 
@@ -166,7 +163,46 @@ def bindings(plan: Plan = DEFAULT) -> list[dict[str, Any]]:
     ]
     schedule_repo = None if pinned else "$(body.repo_url)"
     out.append(_binding("taskyard-schedule", schedule_repo, "$(body.revision)"))
+    if not pinned and _needs_values(plan):
+        out.append(values_binding(plan))
     return out
+
+
+def _pipelines(plan: Plan) -> list[str]:
+    return sorted({t.pipeline for t in plan.push} | {c.pipeline for c in plan.cron})
+
+
+def _values_params(plan: Plan, pipeline: str) -> list[str]:
+    """The params a catalog trigger takes from ``taskyard-values`` (pinned: none)."""
+    if plan.values.pinned:
+        return []
+    declared = {p.name for p in plan.pipeline(pipeline).params}
+    return [name for name in CLUSTER_VALUES if name in declared]
+
+
+def _needs_values(plan: Plan) -> bool:
+    return any(_values_params(plan, p) for p in _pipelines(plan))
+
+
+def values_binding(plan: Plan = DEFAULT) -> dict[str, Any]:
+    """The one object an operator edits for the catalog triggers: model name and MLflow URI
+    (literals: a binding value without ``$(…)`` is passed as written, tektoncd/triggers
+    pkg/template/event.go ``applyEventValuesToParams``)."""
+    names = sorted({n for p in _pipelines(plan) for n in _values_params(plan, p)})
+    values = {n: v for p in _pipelines(plan) for n, v in run_values(plan, p).items() if n in names}
+    meta = _meta(VALUES_BINDING)
+    meta["annotations"] = {
+        "taskyard.dev/edit": (
+            "Catalog placeholders: set your model name and MLflow server here, or render for "
+            "your repository with `taskyard render --pipeline ... --repo-url ...`."
+        )
+    }
+    return {
+        "apiVersion": API,
+        "kind": "TriggerBinding",
+        "metadata": meta,
+        "spec": {"params": [{"name": n, "value": values[n]} for n in names]},
+    }
 
 
 def pipelinerun(pipeline: str, plan: Plan = DEFAULT) -> dict[str, Any]:
@@ -174,10 +210,22 @@ def pipelinerun(pipeline: str, plan: Plan = DEFAULT) -> dict[str, Any]:
     repo-url) from the template's params."""
     run = tekton.pipelinerun_sample(plan.pipeline(pipeline), plan.values)
     params = {p["name"]: p["value"] for p in run["spec"].get("params", [])}
+    params.update(run_values(plan, pipeline))
     if not plan.values.pinned:
         params["repo-url"] = "$(tt.params.repo-url)"
+    for name in _values_params(plan, pipeline):
+        params[name] = f"$(tt.params.{name})"
     params["revision"] = "$(tt.params.revision)"
     run["spec"]["params"] = [{"name": k, "value": v} for k, v in params.items()]
+    secrets = workspace_secrets(plan, pipeline)
+    if secrets:
+        run["spec"]["workspaces"] = [
+            *run["spec"].get("workspaces", []),
+            *(
+                {"name": ws, "secret": {"secretName": name, "optional": True}}
+                for ws, name in secrets.items()
+            ),
+        ]
     run["metadata"]["labels"] = {
         "app.kubernetes.io/part-of": PART_OF,
         "taskyard.dev/pipeline": pipeline,
@@ -189,6 +237,10 @@ def template(pipeline: str, plan: Plan = DEFAULT) -> dict[str, Any]:
     params = [{"name": "revision", "description": "The commit SHA (or branch) to run."}]
     if not plan.values.pinned:
         params.insert(0, {"name": "repo-url", "description": "The repository to clone."})
+    params += [
+        {"name": n, "description": f"From TriggerBinding {VALUES_BINDING} (no default)."}
+        for n in _values_params(plan, pipeline)
+    ]
     return {
         "apiVersion": API,
         "kind": "TriggerTemplate",
@@ -209,10 +261,13 @@ def _secret_ref() -> dict[str, str]:
     return {"secretName": SECRET_NAME, "secretKey": SECRET_KEY}
 
 
-def cel_filter(provider: str, trigger: PushTrigger) -> str:
-    """The CEL expression: branch glob on ``body.ref``, no deletes, optional changed paths."""
+def cel_filter(provider: str, trigger: PushTrigger, repo_url: str | None = None) -> str:
+    """The CEL expression: the repository (when the render is for one), branch glob on
+    ``body.ref``, no deletes, optional changed paths."""
     branch = glob_regex(trigger.branches, "refs/heads/")
     expr = f"body.ref.matches(r'{branch}') && {PROVIDERS[provider]['not_deleted']}"
+    if repo_url is not None:
+        expr = f"{PROVIDERS[provider]['repo_name']}.matches(r'{repo_regex(repo_url)}') && {expr}"
     if trigger.paths:
         path = glob_regex(trigger.paths)
         touched = " || ".join(
@@ -222,20 +277,28 @@ def cel_filter(provider: str, trigger: PushTrigger) -> str:
     return expr
 
 
-def _push_trigger(provider: str, trigger: PushTrigger) -> dict[str, Any]:
+def _bindings(first: str, pipeline: str, plan: Plan) -> list[dict[str, str]]:
+    refs = [{"ref": first}]
+    if _values_params(plan, pipeline):
+        refs.append({"ref": VALUES_BINDING})
+    return refs
+
+
+def _push_trigger(provider: str, trigger: PushTrigger, plan: Plan = DEFAULT) -> dict[str, Any]:
     verify = {"secretRef": _secret_ref(), "eventTypes": PROVIDERS[provider]["event_types"]}
+    repo = plan.values.repo_url if plan.values.pinned else None
     return {
         "name": f"{provider}-push-{trigger.pipeline}",
         "interceptors": [
             _interceptor(f"verify-{provider}", provider, verify),
-            _interceptor("filter-push", "cel", {"filter": cel_filter(provider, trigger)}),
+            _interceptor("filter-push", "cel", {"filter": cel_filter(provider, trigger, repo)}),
         ],
-        "bindings": [{"ref": f"taskyard-{provider}-push"}],
+        "bindings": _bindings(f"taskyard-{provider}-push", trigger.pipeline, plan),
         "template": {"ref": f"taskyard-{trigger.pipeline}"},
     }
 
 
-def _cron_trigger(cron: CronTrigger) -> dict[str, Any]:
+def _cron_trigger(cron: CronTrigger, plan: Plan = DEFAULT) -> dict[str, Any]:
     return {
         "name": f"schedule-{cron.name}",
         "interceptors": [
@@ -250,14 +313,14 @@ def _cron_trigger(cron: CronTrigger) -> dict[str, Any]:
                 {"filter": f"body.schedule == '{cron.name}' && body.pipeline == '{cron.pipeline}'"},
             ),
         ],
-        "bindings": [{"ref": "taskyard-schedule"}],
+        "bindings": _bindings("taskyard-schedule", cron.pipeline, plan),
         "template": {"ref": f"taskyard-{cron.pipeline}"},
     }
 
 
 def event_listener(plan: Plan = DEFAULT) -> dict[str, Any]:
-    triggers = [_push_trigger(prov, t) for t in plan.push for prov in PROVIDERS]
-    triggers += [_cron_trigger(c) for c in plan.cron]
+    triggers = [_push_trigger(prov, t, plan) for t in plan.push for prov in PROVIDERS]
+    triggers += [_cron_trigger(c, plan) for c in plan.cron]
     return {
         "apiVersion": API,
         "kind": "EventListener",
@@ -291,12 +354,10 @@ def cron_objects(cron: CronTrigger) -> list[dict[str, Any]]:
             {"name": "SCHEDULE", "value": cron.name},
             {"name": "REPO_URL", "valueFrom": from_config("repo-url")},
             {"name": "REVISION", "valueFrom": from_config("revision")},
-            {
-                "name": "WEBHOOK_SECRET",
-                "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": SECRET_KEY}},
-            },
+            {"name": "WEBHOOK_SECRET_FILE", "value": f"{SECRET_MOUNT}/{SECRET_KEY}"},
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
         ],
+        "volumeMounts": [{"name": "webhook-secret", "mountPath": SECRET_MOUNT, "readOnly": True}],
         "resources": {
             "requests": {"cpu": "10m", "memory": "32Mi"},
             "limits": {"memory": "64Mi"},
@@ -310,7 +371,7 @@ def cron_objects(cron: CronTrigger) -> list[dict[str, Any]]:
     job = {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
-        "metadata": _meta(name),
+        "metadata": {**_meta(name), "annotations": dict(CRON_CHECKOV_SKIPS)},
         "spec": {
             "schedule": cron.schedule,
             "timeZone": cron.timezone,
@@ -333,6 +394,15 @@ def cron_objects(cron: CronTrigger) -> list[dict[str, Any]]:
                                 "seccompProfile": {"type": "RuntimeDefault"},
                             },
                             "containers": [container],
+                            "volumes": [
+                                {
+                                    "name": "webhook-secret",
+                                    "secret": {
+                                        "secretName": SECRET_NAME,
+                                        "items": [{"key": SECRET_KEY, "path": SECRET_KEY}],
+                                    },
+                                }
+                            ],
                         },
                     },
                 }
@@ -344,7 +414,7 @@ def cron_objects(cron: CronTrigger) -> list[dict[str, Any]]:
 
 def objects(plan: Plan = DEFAULT) -> dict[str, list[dict[str, Any]]]:
     """Every object, grouped by the file it is committed in."""
-    pipelines = sorted({t.pipeline for t in plan.push} | {c.pipeline for c in plan.cron})
+    pipelines = _pipelines(plan)
     out = {
         "rbac.yaml": rbac(plan.values.namespace),
         "bindings.yaml": bindings(plan),

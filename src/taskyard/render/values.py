@@ -35,6 +35,14 @@ class Values:
     pinned: bool = False
     # Values of other pipeline params (``-p KEY=VALUE``), passed by every run and trigger.
     params: tuple[tuple[str, str], ...] = ()
+    # The Secret each trigger binds to an optional workspace (``git-credentials``,
+    # ``ssh-directory``, ``mlflow``): the same names the Argo WorkflowTemplates mount. Bound as
+    # ``optional``: a missing Secret mounts an empty folder, which the steps read as unbound.
+    workspace_secrets: tuple[tuple[str, str], ...] = (
+        ("git-credentials", "git-credentials"),
+        ("ssh-directory", "ssh-directory"),
+        ("mlflow", "mlflow"),
+    )
 
     def examples(self) -> dict[str, str]:
         """Param name -> the value a sample run (or trigger) passes for it."""

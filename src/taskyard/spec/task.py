@@ -102,13 +102,31 @@ class Workspace(SpecModel):
 
 
 class Resources(SpecModel):
-    """Requests for the task's pod; ``gpu`` counts ``nvidia.com/gpu``."""
+    """Requests for the task's pod; ``gpu`` counts ``nvidia.com/gpu``.
+
+    A memory request always comes with a memory limit (``memory_limit``, default: the request):
+    without one a step can take the node's memory, and the kubelet evicts other pods instead
+    of OOM-killing the one that overran (https://kubernetes.io/docs/concepts/configuration/
+    manage-resources-containers/#requests-and-limits).
+    """
 
     cpu: str | None = None
     memory: str | None = None
+    memory_limit: str | None = None
     gpu: int = Field(default=0, ge=0)
     # What the local runner does for a GPU task on a host without one.
     gpu_fallback: Literal["cpu", "error"] = "cpu"
+
+    @model_validator(mode="after")
+    def _limit_needs_request(self) -> Resources:
+        if self.memory_limit and not self.memory:
+            raise ValueError("resources: memory_limit needs a memory request")
+        return self
+
+    @property
+    def memory_max(self) -> str | None:
+        """The memory limit a render writes: the explicit one, else the request."""
+        return self.memory_limit or self.memory
 
 
 TASK_REF_KINDS = {"param", "result-path", "workspace-path", "workspace-bound"}
@@ -123,7 +141,10 @@ class TaskSpec(SpecModel):
     description: str
     categories: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
-    platforms: tuple[str, ...] = ("linux/amd64", "linux/arm64")
+    # What the task images are built for: `taskyard images build` runs a plain `docker build`
+    # (taskyard/images.py, no --platform list) on linux/amd64 hosts and stages an x86_64 torch
+    # wheel for `train`, so the images are single-arch; nothing else is claimed.
+    platforms: tuple[str, ...] = ("linux/amd64",)
     image: str
     command: tuple[str, ...]
     args: tuple[str, ...] = ()

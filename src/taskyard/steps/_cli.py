@@ -25,13 +25,55 @@ def parser(step: str, description: str) -> argparse.ArgumentParser:
 
 
 def boolean(value: str) -> bool:
-    """Parse the string booleans params carry ("true"/"false", as Tekton does)."""
+    """Parse the string booleans params carry ("true"/"false", as Tekton does).
+
+    "" never reaches it from :func:`parse_args` (it means "not set": the flag's default);
+    were it passed directly, it is an error rather than a silent ``False``.
+    """
     v = value.strip().lower()
     if v in ("true", "1", "yes", "on"):
         return True
-    if v in ("false", "0", "no", "off", ""):
+    if v in ("false", "0", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def empty_is_a_value(action: argparse.Action) -> argparse.Action:
+    """Mark a flag whose empty value means something of its own (not "use the default")."""
+    action.empty_is_a_value = True  # type: ignore[attr-defined]
+    return action
+
+
+def drop_empty(argv: list[str], p: argparse.ArgumentParser) -> list[str]:
+    """Leave out ``--flag=`` (an empty param) so the flag takes its default.
+
+    Engines cannot pass "no value": an unset param arrives as "" (Param's docstring, "the empty
+    string always means not set"), and a typed flag would parse it as a value (``boolean`` as
+    false, ``choices`` and numbers as a crash). Kept: flags whose default is already "" or
+    None (no difference), required flags (their step names the missing value) and flags
+    marked with :func:`empty_is_a_value`.
+    """
+    by_flag = {s: a for a in p._actions for s in a.option_strings}
+    out = []
+    for arg in argv:
+        flag, eq, value = arg.partition("=")
+        action = by_flag.get(flag)
+        if (
+            eq
+            and not value.strip()
+            and action is not None
+            and action.default not in ("", None)
+            and not action.required
+            and not getattr(action, "empty_is_a_value", False)
+        ):
+            continue
+        out.append(arg)
+    return out
+
+
+def parse_args(p: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """What a step sees: values glued to their flags, empty ones left to the defaults."""
+    return p.parse_args(drop_empty(glue_values(argv, p), p))
 
 
 def optional_path(value: str) -> Path | None:
@@ -43,6 +85,22 @@ def artifacts_dir(source: Path) -> Path:
     d = source / ARTIFACTS
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def clear_records(source: Path) -> None:
+    """Empty ``artifacts/`` at the start of a run (git-clone, the first task of every catalog
+    pipeline, with ``--delete-existing``).
+
+    A reused ``source`` (a PVC bound by claim name, a ``--workspace`` folder) still holds the
+    records of the last run; a report would summarise them as this run's whenever a step of
+    this run fails before it records. Clearing at the start, rather than tagging records with
+    the run's name, keeps the step contract engine-free: no task needs to be told its run.
+    """
+    from taskyard._os import empty_dir
+
+    folder = source / ARTIFACTS
+    if folder.is_dir() and not folder.is_symlink():
+        empty_dir(folder)
 
 
 def write_record(source: Path, step: str, record: dict[str, Any]) -> Path:
@@ -106,11 +164,21 @@ def _stop_own_group() -> None:
         os.killpg(os.getpgrp(), signal.SIGTERM)
 
 
-def main(run: Callable[[argparse.Namespace], None], p: argparse.ArgumentParser) -> None:
-    """Parse, run, and turn expected failures into one line on stderr and exit 1."""
-    args = p.parse_args(glue_values(sys.argv[1:], p))
+def main(
+    run: Callable[[argparse.Namespace], Any],
+    p: argparse.ArgumentParser,
+    preflight: Callable[[], None] | None = None,
+) -> None:
+    """Parse, run, and turn expected failures into one line on stderr and exit 1.
+
+    ``preflight`` checks the environment before the step does anything (the ML steps: a
+    tracking URI on a cluster).
+    """
+    args = parse_args(p, sys.argv[1:])
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        if preflight is not None:
+            preflight()
         run(args)
     except TaskyardError as e:
         if args.debug or os.environ.get("TASKYARD_DEBUG"):

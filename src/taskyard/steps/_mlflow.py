@@ -9,9 +9,31 @@ from typing import Any
 from taskyard.errors import StepError
 from taskyard.home import default_tracking_uri
 
+# Set in every container of a Kubernetes pod (https://kubernetes.io/docs/tasks/run-application/
+# access-api-from-pod/#directly-accessing-the-rest-api: "KUBERNETES_SERVICE_HOST and
+# KUBERNETES_SERVICE_PORT environment variables"); never by the local runner.
+IN_CLUSTER_ENV = "KUBERNETES_SERVICE_HOST"
+URI_PARAM = "mlflow-tracking-uri"
+
+
+def require_tracking_uri() -> None:
+    """Fail first thing when a cluster pod has no tracking URI.
+
+    The SQLite fallback is one machine's store: on a cluster every task is its own pod with
+    its own filesystem, so train would log to one SQLite file and evaluate could not load
+    train's ``runs:/…`` model from another. Better one clear line than a run that fails late.
+    """
+    if os.environ.get(IN_CLUSTER_ENV) and not os.environ.get("MLFLOW_TRACKING_URI", "").strip():
+        raise StepError(
+            f"param {URI_PARAM} is empty inside a Kubernetes pod: each task would get its own "
+            f"SQLite store; set {URI_PARAM} to an MLflow server every task pod can reach"
+        )
+
 
 def tracking_uri() -> str:
-    """The env's URI when set and non-empty, else the taskyard home's SQLite store."""
+    """The env's URI when set and non-empty, else the taskyard home's SQLite store (off-cluster
+    only: :func:`require_tracking_uri`)."""
+    require_tracking_uri()
     uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     return uri or default_tracking_uri()
 

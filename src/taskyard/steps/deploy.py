@@ -243,7 +243,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    _cli.main(run, build_parser())
+    _cli.main(run, build_parser(), preflight=_mlflow.require_tracking_uri)
 
 
 if __name__ == "__main__":

@@ -417,6 +417,8 @@ def branch_of(revision: str, ref: str | None, remote: Remote) -> str | None:
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.delete_existing:
+        _cli.clear_records(args.output)  # a new run starts: no report mixes in an older one
     details = clone(args)
     write_results({"commit": details["commit"], "url": details["url"]})
     _cli.write_record(

@@ -44,10 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", required=True, help="registered model name")
     p.add_argument("--alias", default="champion")
     p.add_argument("--previous-alias", default="previous-champion")
-    p.add_argument(
-        "--expected-champion",
-        default=ANY,
-        help="the champion version the candidate was judged against ('' = none; 'any' = no check)",
+    # evaluate's champion-version result: "" is a value here (there was no champion).
+    _cli.empty_is_a_value(
+        p.add_argument(
+            "--expected-champion",
+            default=ANY,
+            help="the champion version the candidate was judged against ('' = none; "
+            "'any' = no check)",
+        )
     )
     p.add_argument("--subdirectory", default="", help="project folder (to judge again)")
     p.add_argument("--config", default="taskyard.toml", help="project config (to judge again)")
@@ -213,7 +217,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    _cli.main(run, build_parser())
+    _cli.main(run, build_parser(), preflight=_mlflow.require_tracking_uri)
 
 
 if __name__ == "__main__":

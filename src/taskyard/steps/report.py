@@ -3,6 +3,9 @@
 A ``finally`` task: it must never fail because a step failed, was skipped, or left a broken
 record (a crashing report would hide the real failure). It exits non-zero only when the
 ``source`` workspace itself is unusable.
+
+Every record it reads is this run's: git-clone, the first task, empties ``artifacts/`` before
+it clones (:func:`taskyard.steps._cli.clear_records`), so a reused PVC's older records are gone.
 """
 
 from __future__ import annotations

@@ -192,4 +192,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    _cli.main(run, build_parser())
+    _cli.main(run, build_parser(), preflight=_mlflow.require_tracking_uri)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from taskyard.catalog.tasks import git_clone, report
+from taskyard.errors import SpecError
 from taskyard.spec import (
     RUN_NAME,
     TASKS_STATUS,
@@ -50,7 +53,10 @@ def project_folder() -> str:
 MLFLOW_PARAM = Param(
     name="mlflow-tracking-uri",
     default="",
-    description="MLflow tracking URI; empty: the local runner's SQLite store.",
+    description=(
+        "MLflow tracking URI; empty: the local runner's SQLite store (on a cluster the ML "
+        "tasks fail on an empty one)."
+    ),
 )
 WORKSPACES = [
     PipelineWorkspace(name="source", description="Shared by every task of the run."),
@@ -101,3 +107,53 @@ def report_task(pipeline: str) -> PipelineTask:
         workspaces={"source": "source"},
         timeout=300,
     )
+
+
+# ---- images ------------------------------------------------------------------------------------
+IMAGE_PARAM = "image"  # every catalog task's image param (catalog/_common.py image_param)
+
+
+def image_name(pt: PipelineTask) -> str:
+    """The image a task runs, by its short name: ``train`` for ``<registry>/train:<version>``."""
+    default = pt.task.param(IMAGE_PARAM).default or ""
+    return default.rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0]
+
+
+def with_images(
+    tasks: Sequence[PipelineTask],
+) -> tuple[tuple[PipelineTask, ...], tuple[Param, ...]]:
+    """Bind each task's ``image`` to a pipeline param ``<image>-image``; return both.
+
+    A run can only choose images through pipeline params: a v1 ``PipelineTaskRunSpec`` has no
+    field that sets a task param (tektoncd/pipeline pkg/apis/pipeline/v1/pipelinerun_types.go),
+    and an Argo Workflow can only override ``spec.arguments``. One param per image, not per
+    task, so ``train-image=…@sha256:…`` pins every task that runs the ``train`` image.
+    """
+    bound: list[PipelineTask] = []
+    params: dict[str, Param] = {}
+    for pt in tasks:
+        if IMAGE_PARAM not in pt.task.param_names or IMAGE_PARAM in pt.params:
+            bound.append(pt)
+            continue
+        image = image_name(pt)
+        name = f"{image}-image"
+        default = pt.task.param(IMAGE_PARAM).default or ""
+        if name in params and params[name].default != default:
+            raise SpecError(
+                f"tasks {pt.name!r} and another run image {image!r} with different defaults "
+                f"({default!r}, {params[name].default!r})"
+            )
+        params.setdefault(
+            name,
+            Param(
+                name=name,
+                default=default,
+                description=(
+                    f"The `{image}` task image, `<registry>/{image}:<version>`; a digest pins "
+                    f"it: `<registry>/{image}@sha256:<digest>` or "
+                    f"`<registry>/{image}:<version>@sha256:<digest>`."
+                ),
+            ),
+        )
+        bound.append(pt.model_copy(update={"params": {**pt.params, IMAGE_PARAM: param(name)}}))
+    return tuple(bound), tuple(params.values())

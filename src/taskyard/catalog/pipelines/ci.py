@@ -8,24 +8,13 @@ from taskyard.catalog.pipelines._parts import (
     clone_task,
     project_folder,
     report_task,
+    with_images,
 )
 from taskyard.catalog.tasks import run_tests
 from taskyard.spec import Param, PipelineResult, PipelineSpec, PipelineTask, param, result
 
-PIPELINE = PipelineSpec(
-    name="ci",
-    display_name="CI: clone and test",
-    description="Clones the project at a revision and runs its pytest suite.",
-    categories=("CI",),
-    tags=("ci", "pytest"),
-    params=(
-        *GIT_PARAMS,
-        SUBDIRECTORY_PARAM,
-        Param(name="pytest-args", default="", description="Extra pytest arguments."),
-        ALLOW_NO_TESTS_PARAM,
-    ),
-    workspaces=tuple(WORKSPACES),
-    tasks=(
+_TASKS, _IMAGES = with_images(
+    [
         clone_task(),
         PipelineTask(
             name="test",
@@ -39,8 +28,26 @@ PIPELINE = PipelineSpec(
             run_after=("clone",),
             timeout=1800,
         ),
+        report_task("ci"),
+    ]
+)
+
+PIPELINE = PipelineSpec(
+    name="ci",
+    display_name="CI: clone and test",
+    description="Clones the project at a revision and runs its pytest suite.",
+    categories=("CI",),
+    tags=("ci", "pytest"),
+    params=(
+        *GIT_PARAMS,
+        SUBDIRECTORY_PARAM,
+        Param(name="pytest-args", default="", description="Extra pytest arguments."),
+        ALLOW_NO_TESTS_PARAM,
+        *_IMAGES,
     ),
-    finally_=(report_task("ci"),),
+    workspaces=tuple(WORKSPACES),
+    tasks=_TASKS[:-1],
+    finally_=_TASKS[-1:],
     results=(
         PipelineResult(name="commit", value=result("clone", "commit")),
         PipelineResult(name="tests-passed", value=result("test", "passed")),

@@ -16,6 +16,7 @@ from taskyard.catalog.pipelines._parts import (
     clone_task,
     project_folder,
     report_task,
+    with_images,
 )
 from taskyard.catalog.tasks import deploy, evaluate, promote, run_tests, train
 from taskyard.spec import (
@@ -166,16 +167,17 @@ def build(
     if with_tests:
         params.insert(2, Param(name="pytest-args", default="", description="Extra pytest args."))
         params.insert(3, ALLOW_NO_TESTS_PARAM)
+    bound, images = with_images([*tasks, report_task(name)])
     return PipelineSpec(
         name=name,
         display_name=display_name,
         description=description,
         categories=("MLOps",),
         tags=("training", "evaluation", "deployment", "mlflow", *(("gpu",) if gpu else ())),
-        params=tuple(params),
+        params=(*params, *images),
         workspaces=(*WORKSPACES, MLFLOW_WORKSPACE),
-        tasks=tuple(tasks),
-        finally_=(report_task(name),),
+        tasks=bound[:-1],
+        finally_=bound[-1:],
         results=tuple(
             PipelineResult(name=name, value=result(task, res))
             for name, task, res in (

@@ -47,7 +47,10 @@ TASK = step_task(
             name="delete-existing",
             type="boolean",
             default="true",
-            description="Empty the target folder before cloning.",
+            description=(
+                "Empty the target folder before cloning, and the workspace's `artifacts/` "
+                "(an earlier run's step records, which the report would otherwise mix in)."
+            ),
         ),
         Param(
             name="ssl-verify",

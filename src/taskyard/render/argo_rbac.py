@@ -1,0 +1,70 @@
+"""The ServiceAccount the WorkflowTemplates run as, and the least the Argo executor needs.
+
+Without it every pod runs as the namespace's ``default`` account, and on Argo >= 3.4 the
+executor cannot report a task's outputs (``valueFrom.path`` results): it writes them as
+``WorkflowTaskResult`` objects. argo-workflows docs/workflow-rbac.md (tag v4.1.2), "The minimum
+for the executor to function ... For >= v3.4": ``workflowtaskresults`` ``create`` and ``patch``
+in ``argoproj.io``; the same rules as manifests/quick-start/base/executor/emissary/
+executor-role.yaml, and the calls workflow/executor/taskresult.go makes (``Create``, then
+merge ``Patch``). The steps themselves never call the Kubernetes API, so nothing else is granted;
+memoization's ConfigMap cache is written by the controller's own role (docs/memoization.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from taskyard.render.argo import WORKFLOW_SERVICE_ACCOUNT
+
+ROLE = f"{WORKFLOW_SERVICE_ACCOUNT}-executor"
+EXECUTOR_RULES: tuple[dict[str, Any], ...] = (
+    {
+        "apiGroups": ["argoproj.io"],
+        "resources": ["workflowtaskresults"],
+        "verbs": ["create", "patch"],
+    },
+)
+_LABELS = {"app.kubernetes.io/part-of": "taskyard", "app.kubernetes.io/component": "workflow"}
+
+
+def _meta(name: str, namespace: str | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    meta["labels"] = dict(_LABELS)
+    return meta
+
+
+def objects(
+    namespace: str | None = None, account: str = WORKFLOW_SERVICE_ACCOUNT
+) -> list[dict[str, Any]]:
+    """ServiceAccount, Role and RoleBinding (namespaced: apply them where the workflows run)."""
+    role = f"{account}-executor"
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(account, namespace)},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _meta(role, namespace),
+            "rules": [dict(r) for r in EXECUTOR_RULES],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _meta(role, namespace),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+            # No subject namespace: the binding's own, as argo-workflows' quick-start
+            # executor-default-rolebinding.yaml binds `default`.
+            "subjects": [
+                {"kind": "ServiceAccount", "name": account}
+                | ({"namespace": namespace} if namespace else {})
+            ],
+        },
+    ]
+
+
+def text(namespace: str | None = None) -> str:
+    """The objects as one multi-document YAML file (no header)."""
+    return yaml.safe_dump_all(objects(namespace), sort_keys=False, width=100)
