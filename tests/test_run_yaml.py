@@ -292,35 +292,115 @@ def test_argo_depends_when_outputs_globals_and_exit_handler(tmp_path: Path) -> N
         run(write(tmp_path, wt), tmp_path, w="nope")
 
 
-def test_argo_output_of_a_skipped_task_fails_its_consumer(tmp_path: Path) -> None:
-    """Argo cannot resolve an output a skipped task never produced: the consumer errors."""
+def test_argo_output_of_a_task_that_did_not_run(tmp_path: Path) -> None:
+    """An argument that only names such an output is not supplied: the input's default
+    applies, and without one the consumer fails; a when naming it cannot be resolved."""
     templates = [
         container(
             "echo",
-            "mkdir -p /tmp/out; printf x > /tmp/out/got",
-            inputs=[("t", "")],
+            'mkdir -p /tmp/out; printf "[%s]" "{{inputs.parameters.t}}" > /tmp/out/got',
+            inputs=[("t", "dflt")],
             outputs=[("got", None, None)],
-        )
+        ),
+        container("strict", "true", inputs=[("t", None)]),
     ]
     tasks = [
         {"name": "a", "template": "echo", "when": "'1' == '2'"},
         {"name": "b", "template": "echo", "depends": "a", "arguments": {"parameters": [{"name": "t", "value": "{{tasks.a.outputs.parameters.got}}"}]}},
+        {"name": "c", "template": "strict", "depends": "a", "arguments": {"parameters": [{"name": "t", "value": "{{tasks.a.outputs.parameters.got}}"}]}},
+        {"name": "d", "template": "echo", "depends": "a", "when": "'{{tasks.a.outputs.parameters.got}}' == 'x'"},
     ]  # fmt: skip
-    rec = run(write(tmp_path, workflow_template(tasks, templates)), tmp_path)
+    rec = run(write(tmp_path, workflow_template(tasks[:2], templates)), tmp_path)
+    assert rec.tasks["b"].results == {"got": "[dflt]"}
+    assert rec.status == "Succeeded"
+    for consumer, why in (
+        (tasks[2], "inputs.parameters.t was not supplied"),
+        (tasks[3], "Unable to resolve: {{tasks.a.outputs.parameters.got}}"),
+    ):
+        rec = run(write(tmp_path, workflow_template([tasks[0], consumer], templates)), tmp_path)
+        assert why in rec.tasks[consumer["name"]].reason
+        assert rec.status == "Failed"
+
+
+def test_argo_retry_policy_and_missing_outputs(tmp_path: Path) -> None:
+    def once(policy: str | None) -> RunRecord:
+        templates = [container("quiet", "true", outputs=[("v", None, None)])]
+        templates[0]["retryStrategy"] = {
+            "limit": "1",
+            **({"retryPolicy": policy} if policy else {}),
+        }
+        return run(
+            write(tmp_path, workflow_template([{"name": "a", "template": "quiet"}], templates)),
+            tmp_path,
+        )
+
+    default = once(None)  # OnFailure: an unreadable output is an error, not a failure
+    assert default.tasks["a"].state == "Failed" and default.tasks["a"].attempts == 1
+    assert "no file and no default" in default.tasks["a"].reason
+    assert once("Always").tasks["a"].attempts == 2
+
+
+def test_argo_a_handled_failure_does_not_fail_the_workflow(tmp_path: Path) -> None:
+    """Only a failed *leaf* branch fails a DAG (dag.go assessDAGPhase): `a.Failed` handles a."""
+    templates = [
+        container("fail", "exit 3"),
+        container(
+            "echo",
+            'mkdir -p /tmp/out; echo "{{inputs.parameters.t}}" > /tmp/out/got',
+            inputs=[("t", "")],
+            outputs=[("got", None, None)],
+        ),
+    ]
+    tasks = [
+        {"name": "a", "template": "fail"},
+        {
+            "name": "handler",
+            "template": "echo",
+            "depends": "a.Failed",
+            "arguments": {"parameters": [{"name": "t", "value": "handled"}]},
+        },
+    ]
+    exit_tasks = [{"name": "report", "template": "echo", "arguments": {"parameters": [{"name": "t", "value": "{{workflow.status}}"}]}}]  # fmt: skip
+    rec = run(write(tmp_path, workflow_template(tasks, templates, exit_tasks=exit_tasks)), tmp_path)
+    assert states(rec) == {"a": "Failed", "handler": "Succeeded", "report": "Succeeded"}
+    assert rec.tasks["handler"].results == {"got": "handled"}  # one trailing newline trimmed
+    assert rec.tasks["report"].results == {"got": "Succeeded"}
+    assert rec.status == "Succeeded"
+    tasks[1]["depends"] = "a"  # now nothing handles it
+    rec = run(write(tmp_path, workflow_template(tasks, templates, exit_tasks=exit_tasks)), tmp_path)
+    assert rec.tasks["handler"].skip_kind == "depends"
+    assert rec.tasks["report"].results == {"got": "Failed"}
     assert rec.status == "Failed"
-    assert "Unable to resolve: {{tasks.a.outputs.parameters.got}}" in rec.tasks["b"].reason
 
 
-def test_argo_missing_output_without_default_and_retries(tmp_path: Path) -> None:
-    templates = [container("quiet", "true", outputs=[("v", None, None)])]
-    templates[0]["retryStrategy"] = {"limit": "1"}
-    rec = run(
-        write(tmp_path, workflow_template([{"name": "a", "template": "quiet"}], templates)),
-        tmp_path,
-    )
-    assert rec.tasks["a"].state == "Failed"
-    assert rec.tasks["a"].attempts == 2
-    assert "no file and no default" in rec.tasks["a"].reason
+def test_tekton_enum_emptydir_per_pod_and_derived_timeouts(tmp_path: Path) -> None:
+    writer = sh_task("writer", "echo x > $(workspaces.scratch.path)/f", workspaces=["scratch"])
+    reader = sh_task("reader", "test ! -e $(workspaces.scratch.path)/f", workspaces=["scratch"])
+    for t in (writer, reader):
+        t["spec"]["params"] = [
+            {"name": "mode", "type": "string", "default": "a", "enum": ["a", "b"]}
+        ]
+    ws = [{"name": "scratch", "workspace": "ws"}]
+    p = pipeline([
+        {"name": "w", "taskRef": {"name": "writer"}, "workspaces": ws},
+        {"name": "r", "taskRef": {"name": "reader"}, "workspaces": ws, "runAfter": ["w"]},
+    ], workspaces=["ws"])  # fmt: skip
+    pr = {"apiVersion": T, "kind": "PipelineRun", "metadata": {"name": "r1"},
+          "spec": {"pipelineRef": {"name": "p"}, "workspaces": [{"name": "ws", "emptyDir": {}}],
+                   "timeouts": {"pipeline": "1h", "finally": "10m"}}}  # fmt: skip
+    path = write(tmp_path, pr, p, writer, reader)
+    rec = run(path, tmp_path)
+    assert states(rec) == {"w": "Succeeded", "r": "Succeeded"}  # an emptyDir is the pod's own
+    from taskyard.engines import prepare
+
+    assert prepare(path, {}, {}).deadlines() == (
+        3000.0,
+        600.0,
+        3600.0,
+    )  # tasks = pipeline - finally
+    p["spec"]["tasks"][0]["params"] = [{"name": "mode", "value": "c"}]
+    rec = run(write(tmp_path, pr, p, writer, reader), tmp_path)
+    assert "InvalidParamValue" in rec.tasks["w"].reason
 
 
 def test_argo_unsupported_fields_name_the_field(tmp_path: Path) -> None:
@@ -342,8 +422,9 @@ def test_expressions_follow_argo() -> None:
     assert evaluate_when("'true' == 'true' && ('a' != 'b' || false)", "w")
     assert not evaluate_when("!('x' == 'x')", "w")
     assert evaluate_when("2 > 1.5", "w")
-    with pytest.raises(RunError, match="not a value"):
-        evaluate_when("x == 'x'", "w")
+    assert evaluate_when("heads == heads", "w")  # a bare word is a string (steps.go)
+    with pytest.raises(RunError, match="cannot read"):
+        evaluate_when("'a' =~ 'b'", "w")
     st = {"a": "Skipped", "b": "Failed"}
     assert evaluate_depends("a && b.Failed", st, "d")
     assert not evaluate_depends("a.Succeeded || !b.Failed", st, "d")

@@ -160,7 +160,12 @@ def security(sec: Mapping[str, Any], where: str) -> dict[str, Any]:
     if sec.get("privileged"):
         raise Unsupported(f"{where}.privileged is not supported by taskyard run")
     caps = fields(sec.get("capabilities"), f"{where}.capabilities", ("drop",))
+    seccomp = fields(sec.get("seccompProfile"), f"{where}.seccompProfile", ("type",))
+    kind = seccomp.get("type", "RuntimeDefault")
+    if kind not in ("RuntimeDefault", "Unconfined"):
+        raise Unsupported(f"{where}.seccompProfile.type {kind!r} is not supported by taskyard run")
     return {
+        "seccomp": kind,
         "user": sec.get("runAsUser"),
         "group": sec.get("runAsGroup"),
         "run_as_non_root": bool(sec.get("runAsNonRoot")),

@@ -16,14 +16,21 @@ Semantics implemented, as argo-workflows documents them (docs/*.md at v4.1.2):
   a reference that cannot be resolved -- an output of a task that was skipped -- fails the
   task that holds it, as Argo does. Expression tags ``{{=...}}`` are not supported.
 - ``depends`` / ``when``: engines/exprs.py; a task whose ``depends`` is false is ``Omitted``
-  (shown as Skipped); ``when`` false: ``Skipped``; after a failure no new task starts
-  (``failFast``, on by default).
-- outputs: ``valueFrom.path`` is read from the container after it exits, ``default`` when the
-  file is missing, an error otherwise.
+  (shown as Skipped); ``when`` false: ``Skipped``. A DAG fails when a *leaf* branch failed
+  (workflow/controller/dag.go ``assessDAGPhase``: a skipped or omitted task inherits its
+  parents' phase), so a ``depends: "a.Failed"`` handler can save it; once it has failed no new
+  task starts (``failFast``, the default).
+- an argument that is only a reference to an output of a task that did not run takes the
+  producer's ``valueFrom.default``, else it is not supplied and the input's default applies
+  (controller/scope.go, common/util.go); anywhere else such a reference fails the task.
+- outputs: ``valueFrom.path`` is read from the container after it exits, less one trailing
+  newline (workflow/executor/executor.go), ``default`` when the file is missing, an error
+  otherwise; ``retryPolicy`` OnFailure (default) / OnError / Always decides what is retried.
+- ``emptyDir`` volumes are each pod's own.
 - ``retryStrategy.limit`` retries the pod; a template's ``activeDeadlineSeconds`` limits each
   pod; the workflow's limits the entrypoint; the exit handler runs after it either way
   (workflow/controller/operator.go runs ``onExit`` unless the workflow is *terminated*).
-- volumes: ``volumeClaimTemplates`` and ``emptyDir`` are folders of the run;
+- volumes: ``volumeClaimTemplates`` are folders of the run;
   ``persistentVolumeClaim`` a folder kept under the taskyard home; a ``secret`` is the folder
   ``--workspace NAME=DIR`` names, or an empty one when it is ``optional`` (a missing optional
   Secret mounts empty); ``volumeMounts`` with ``mountPath``, ``readOnly``, ``subPath``.
@@ -52,7 +59,7 @@ from taskyard.engines.pods import Container, Mount
 from taskyard.engines.scheduler import Fail, Node, OutputError, Skip, Start
 from taskyard.errors import RunError
 from taskyard.home import home
-from taskyard.run.store import FAILED, SKIPPED, SUCCEEDED, RunRecord
+from taskyard.run.store import CANCELLED, FAILED, SKIPPED, SUCCEEDED, RunRecord
 
 KINDS = ("WorkflowTemplate", "ClusterWorkflowTemplate", "Workflow")
 _TAG = re.compile(r"\{\{(.*?)\}\}")
@@ -82,6 +89,10 @@ CONTAINER_FIELDS = (
 _STATE = {SUCCEEDED: "Succeeded", FAILED: "Failed", SKIPPED: "Skipped"}
 
 
+class Unresolved(RunError):
+    """A tag that names nothing known now (an output of a task that did not run, a typo)."""
+
+
 def substitute(value: str, resolve: Callable[[str], str | None], where: str) -> str:
     def one(m: re.Match[str]) -> str:
         body = m.group(1).strip()
@@ -91,7 +102,7 @@ def substitute(value: str, resolve: Callable[[str], str | None], where: str) -> 
             )
         got = resolve(body)
         if got is None:
-            raise RunError(f"{where}: Unable to resolve: {{{{{body}}}}}")
+            raise Unresolved(f"{where}: Unable to resolve: {{{{{body}}}}}")
         return got
 
     return _TAG.sub(one, value)
@@ -179,6 +190,14 @@ class ArgoRun:
         self.nodes = self._dag(entry, final=False)
         if self.spec.get("onExit"):
             self.nodes += self._dag(text(self.spec["onExit"], "spec.onExit"), final=True)
+        names = [n.name for n in self.nodes]
+        clash = sorted({n for n in names if names.count(n) > 1})
+        if clash:
+            raise Unsupported(
+                f"task {clash[0]!r} is in both the entrypoint and the onExit DAG: "
+                "taskyard run needs task names unique across them"
+            )
+        self._by_name = {n.name: n for n in self.nodes}
         self.globals: dict[str, str] = {}
 
     @staticmethod
@@ -263,9 +282,20 @@ class ArgoRun:
                 f"template {template['name']!r}.retryStrategy",
                 ("limit", "retryPolicy"),
             )
-            if retry.get("retryPolicy", "OnFailure") not in ("Always", "OnFailure", "OnError"):
+            policy = retry.get("retryPolicy", "OnFailure")
+            if policy not in ("Always", "OnFailure", "OnError"):
+                raise Unsupported(f"retryPolicy {policy!r} is not supported by taskyard run")
+            if retry and "limit" not in retry:
+                raise Unsupported(
+                    f"template {template['name']!r}.retryStrategy without a limit (Argo retries "
+                    "for ever) is not supported by taskyard run"
+                )
+            limit = text(
+                retry.get("limit", "0"), f"template {template['name']!r}.retryStrategy.limit"
+            )
+            if not limit.isdigit():
                 raise RunError(
-                    f"retryPolicy {retry['retryPolicy']!r} is not supported by taskyard run"
+                    f"template {template['name']!r}.retryStrategy.limit {limit!r} is not a number"
                 )
             deadline = template.get("activeDeadlineSeconds")
             nodes.append(
@@ -274,9 +304,10 @@ class ArgoRun:
                     ref=template["name"],
                     deps=frozenset(deps),
                     final=final,
-                    retries=int(retry.get("limit") or 0),
+                    retries=int(limit),
                     timeout=float(deadline) if deadline not in (None, "") else None,
                     extra={
+                        "retry_policy": policy,
                         "depends": depends,
                         "when": t.get("when", ""),
                         "args": args,
@@ -331,6 +362,7 @@ class ArgoRun:
     def bind(self, rec: RunRecord) -> None:
         self.rec = rec
         self.volumes: dict[str, Path] = {}
+        self.per_pod: set[str] = set()
         for i, raw in enumerate(
             items(self.spec.get("volumeClaimTemplates"), "spec.volumeClaimTemplates")
         ):
@@ -348,8 +380,9 @@ class ArgoRun:
             name = v["name"]
             if name in self.user_workspaces:
                 self.volumes[name] = self.user_workspaces[name]
-            elif "emptyDir" in v:
-                self.volumes[name] = shared_folder(rec.path / "workspaces" / name)
+            elif "emptyDir" in v:  # a pod's own: each container template gets a fresh one
+                self.per_pod.add(name)
+                self.volumes[name] = rec.path / "pods"
             elif "persistentVolumeClaim" in v:
                 claim = fields(
                     v["persistentVolumeClaim"], "persistentVolumeClaim", ("claimName", "readOnly")
@@ -383,9 +416,53 @@ class ArgoRun:
                 out[name] = _STATE.get(t.state, "Failed")
         return out
 
+    def _failed_leaves(self, rec: RunRecord, final: bool) -> list[str]:
+        """Decided leaf tasks of a DAG whose *branch* failed (workflow/controller/dag.go
+        ``assessDAGPhase``): a task that ran has its own phase; one skipped or omitted inherits
+        its parents', Failed first. A DAG fails when such a leaf exists: a failure that a later
+        ``depends: "x.Failed"`` task handled is not one."""
+        nodes = [n for n in self.nodes if n.final == final]
+        memo: dict[str, str | None] = {}
+
+        def branch(node: Node) -> str | None:
+            if node.name not in memo:
+                state = rec.tasks[node.name].state
+                if state in (SUCCEEDED, FAILED):
+                    memo[node.name] = state
+                elif state == CANCELLED:
+                    memo[node.name] = FAILED
+                elif state != SKIPPED:
+                    memo[node.name] = None  # not decided yet
+                else:
+                    parents = [branch(self._by_name[d]) for d in node.deps]
+                    memo[node.name] = FAILED if FAILED in parents else SUCCEEDED
+            return memo[node.name]
+
+        needed = {d for n in nodes for d in n.deps}
+        return [n.name for n in nodes if n.name not in needed and branch(n) == FAILED]
+
     def workflow_status(self, rec: RunRecord) -> str:
-        states = [t.state for t in rec.tasks.values() if not t.finally_]
-        return "Failed" if any(s not in (SUCCEEDED, SKIPPED) for s in states) else "Succeeded"
+        return "Failed" if self._failed_leaves(rec, final=False) else "Succeeded"
+
+    def stopping(self, rec: RunRecord) -> str:
+        """``failFast`` (the default): once the DAG has failed no new task is scheduled."""
+        if not self._failed_leaves(rec, final=False):
+            return ""
+        failed = [t.name for t in rec.tasks.values() if t.state == FAILED and not t.finally_]
+        return f"task {failed[0]!r} failed" if failed else "the DAG failed"
+
+    def outcome(self, rec: RunRecord) -> tuple[bool, str]:
+        bad = self._failed_leaves(rec, final=False) + self._failed_leaves(rec, final=True)
+        if not bad:
+            return False, "Succeeded"
+        failed = [t.name for t in rec.tasks.values() if t.state == FAILED] or bad
+        return True, "Failed: task " + ", ".join(failed) + " failed"
+
+    def retries_on(self, node: Node, kind: str) -> bool:
+        """retryPolicy (docs/retries.md): OnFailure (the default) retries a failed main
+        container, OnError an error (here: outputs that cannot be read), Always both."""
+        policy = node.extra.get("retry_policy", "OnFailure")
+        return policy == "Always" or (policy == "OnFailure") == (kind == "failed")
 
     def _dag_vars(self, node: Node, rec: RunRecord) -> Callable[[str], str | None]:
         def resolve(body: str) -> str | None:
@@ -402,9 +479,16 @@ class ArgoRun:
             m = re.match(r"^tasks\.([\w-]+)\.outputs\.parameters\.([\w.-]+)$", body)
             if m:
                 t = rec.tasks.get(m.group(1))
-                if t is None or t.state != SUCCEEDED:
+                if t is not None and t.state == SUCCEEDED:
+                    return t.results.get(m.group(2))
+                # Not run: the producer's declared valueFrom.default, if any (controller/scope.go)
+                producer = self._by_name.get(m.group(1))
+                if t is None or producer is None:
                     return None
-                return t.results.get(m.group(2))
+                for name, _, default, _ in output_params(producer.extra["template"]):
+                    if name == m.group(2) and default is not None:
+                        return text(default, name)
+                return None
             m = re.match(r"^tasks\.([\w-]+)\.status$", body)
             if m and m.group(1) in rec.tasks:
                 return self._states(rec)[m.group(1)]
@@ -423,10 +507,16 @@ class ArgoRun:
             when = substitute(text(node.extra["when"], f"{where}.when"), resolve, f"{where}.when")
             if when.strip() and not evaluate_when(when, f"{where}.when"):
                 return Skip(f"when {when} is false")
-            args = {
-                k: substitute(v, resolve, f"{where}.arguments.{k}")
-                for k, v in node.extra["args"].items()
-            }
+            args = {}
+            for k, v in node.extra["args"].items():
+                try:
+                    args[k] = substitute(v, resolve, f"{where}.arguments.{k}")
+                except Unresolved:
+                    if not _TAG.fullmatch(v.strip()):
+                        raise
+                    # A whole-value reference that resolves to nothing leaves the argument
+                    # unsupplied: the input's own default applies (dag.go, common/util.go).
+                    node.extra.setdefault("unsupplied", {})[k] = v
         except RunError as e:
             return Fail(str(e))
         return Start([self._container(node, args, attempt)])
@@ -444,14 +534,16 @@ class ArgoRun:
                 ("description",),
             )
             name = p["name"]
-            if "value" in p:
-                values[name] = text(p["value"], name)
-            elif name in args:
+            if name in args:  # an argument overrides even a fixed value (common/util.go)
                 values[name] = args[name]
+            elif "value" in p:
+                values[name] = text(p["value"], name)
             elif "default" in p:
                 values[name] = text(p["default"], name)
             else:
-                raise RunError(f"{where}: inputs.parameters.{name} was not supplied")
+                ref = node.extra.get("unsupplied", {}).get(name)
+                why = f" ({ref} cannot be resolved)" if ref else ""
+                raise RunError(f"{where}: inputs.parameters.{name} was not supplied{why}")
             enum = [text(v, name) for v in items(p.get("enum"), "enum")]
             if enum and values[name] not in enum:
                 raise RunError(
@@ -498,6 +590,8 @@ class ArgoRun:
             if m["name"] not in self.volumes:
                 raise RunError(f"{where}: volumeMount {m['name']!r} names no volume")
             host = self.volumes[m["name"]]
+            if m["name"] in self.per_pod:
+                host = shared_folder(self.rec.path / "pods" / f"{node.name}-{attempt}" / m["name"])
             if m.get("subPath"):
                 host = shared_folder(host / m["subPath"])
             mounts.append(Mount(host, m["mountPath"], bool(m.get("readOnly"))))
@@ -540,6 +634,8 @@ class ArgoRun:
                 if default is None:
                     raise OutputError(f"output parameter {name!r}: no file and no default")
                 value = text(default, name)
+            else:
+                value = value.removesuffix("\n")  # as the executor does (executor.go)
             out[name] = value
             if global_name:
                 self.globals[global_name] = value

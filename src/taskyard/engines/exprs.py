@@ -3,10 +3,11 @@
 - ``depends`` (docs/enhanced-depends-logic.md): operands ``task`` or ``task.Result`` with
   Result in Succeeded, Failed, Errored, Skipped, Omitted, Daemoned; ``&&``, ``||``, ``!`` and
   parentheses; a bare ``task`` means ``(task.Succeeded || task.Skipped || task.Daemoned)``.
-- ``when`` (docs/walk-through/conditionals.md), after ``{{...}}`` substitution: quoted strings,
-  numbers, ``true``/``false``, ``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``&&``, ``||``,
-  ``!`` and parentheses -- the part of govaluate/expr that conditions are written in. Anything
-  else (functions, regex ``=~``, ``in``) is a one-line error, not a guess.
+- ``when`` (docs/walk-through/conditionals.md), after ``{{...}}`` substitution: quoted
+  strings, bare words (strings), numbers, ``true``/``false``, ``==``, ``!=``, ``<``,
+  ``<=``, ``>``, ``>=``, ``&&``, ``||``, ``!`` and parentheses -- the part of govaluate/expr
+  that conditions are written in. Anything else (functions, regex ``=~``, ``in``) is a
+  one-line error, not a guess.
 
 Written here because both are tiny and a general expression library would accept far more
 than Argo does (and run code).
@@ -124,7 +125,9 @@ def evaluate_when(expr: str, where: str) -> bool:
             return float(value)
         if value in ("true", "false"):
             return value == "true"
-        raise RunError(f"{where}: {value!r} is not a value (quote strings in a when)")
+        # A bare word is a string, so `{{...}} == heads` needs no quotes (workflow/controller
+        # steps.go turns govaluate's variable tokens into strings).
+        return value
 
     return bool(_Parser(_tokens(expr, where), atom, where).parse())
 

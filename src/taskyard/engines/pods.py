@@ -67,6 +67,7 @@ class Container:
     outputs: dict[str, str] = field(default_factory=dict)  # key -> absolute container path
     # Tekton's ``script``: written to a file the container runs (docs/tasks.md).
     script: str | None = None
+    seccomp: str = "RuntimeDefault"  # Docker's default profile is RuntimeDefault
 
 
 SCRIPTS = "/tekton/scripts"
@@ -127,8 +128,12 @@ class DockerPods:
     def argv(self, c: Container, name: str) -> list[str]:
         argv = ["docker", "run", "--init", "--name", name, "--network", "host"]
         argv += ["--label", f"taskyard.run={self.run_id}", "--label", f"taskyard.task={c.name}"]
-        if c.user is not None:
-            argv += ["--user", f"{c.user}:{c.group if c.group is not None else 0}"]
+        if c.user is not None or c.group is not None:
+            # No runAsGroup: the uid's primary group, as the runtime picks it (plain --user uid).
+            uid = c.user if c.user is not None else (self._users.get(c.image) or "0")
+            argv += ["--user", f"{uid}" + (f":{c.group}" if c.group is not None else "")]
+        if c.seccomp == "Unconfined":
+            argv += ["--security-opt", "seccomp=unconfined"]
         for cap in c.cap_drop:
             argv += ["--cap-drop", cap]
         if c.no_new_privileges:
@@ -157,11 +162,9 @@ class DockerPods:
                 "with `taskyard images build`, or pass the pipeline's image param)\n".encode()
             )
             return Finished(125)
-        if c.run_as_non_root and _runs_as_root(c.user, user):
-            log.write(
-                b"error: CreateContainerConfigError: container has runAsNonRoot and image "
-                b"will run as root\n"
-            )
+        refusal = c.run_as_non_root and _non_root_refusal(c.user, user)
+        if refusal:
+            log.write(f"error: CreateContainerConfigError: {refusal}\n".encode())
             return Finished(126)
         self.images.add(c.image)
         if c.script is not None:
@@ -239,11 +242,16 @@ GITCONFIG = "/tmp/taskyard-gitconfig"
 _FILE_URL = re.compile(r"^file://(/\S+)$")
 
 
-def _runs_as_root(uid: int | None, image_user: str) -> bool:
+def _non_root_refusal(uid: int | None, image_user: str) -> str:
+    """Why the kubelet refuses a ``runAsNonRoot`` container ("" when it starts it)."""
     if uid is not None:
-        return uid == 0
+        return "container has runAsNonRoot and image will run as root" if uid == 0 else ""
     name = image_user.split(":")[0]
-    return name in ("", "0", "root")
+    if name in ("", "0", "root"):
+        return "container has runAsNonRoot and image will run as root"
+    if not name.isdigit():  # the kubelet cannot tell a name's uid (kuberuntime_container.go)
+        return f"container has runAsNonRoot and image has non-numeric user ({name})"
+    return ""
 
 
 class HostPods:
@@ -262,12 +270,20 @@ class HostPods:
 
     def _mapping(self, c: Container) -> list[tuple[str, str]]:
         pairs = [(m.path.rstrip("/"), str(m.host)) for m in c.mounts]
+        outputs = self.scratch / c.name / "outputs"
+        if outputs.exists():
+            shutil.rmtree(outputs)  # a retry must not read the last attempt's files
         for path in c.outputs.values():
             parent = str(PurePosixPath(path).parent)
-            if not any(parent == p or parent.startswith(p + "/") for p, _ in pairs):
-                host = self.scratch / c.name / "outputs" / parent.strip("/").replace("/", "_")
-                host.mkdir(parents=True, exist_ok=True)
-                pairs.append((parent, str(host)))
+            if any(parent == p or parent.startswith(p + "/") for p, _ in pairs):
+                continue
+            if parent == "/":  # map the file itself, never the whole root
+                shared_folder(outputs)
+                pairs.append((path, str(outputs / PurePosixPath(path).name)))
+                continue
+            host = outputs / parent.strip("/").replace("/", "_")
+            host.mkdir(parents=True, exist_ok=True)
+            pairs.append((parent, str(host)))
         # Longest container path first, so /workspace/source/x is not caught by /workspace.
         return sorted(pairs, key=lambda p: -len(p[0]))
 
@@ -277,7 +293,7 @@ class HostPods:
             return text
         alternatives = "|".join(re.escape(inside) for inside, _ in mapping)
         hosts = dict(mapping)
-        pattern = re.compile(rf"(?<![\w.-])({alternatives})(?=/|$|[\s'\":;,])")
+        pattern = re.compile(rf"(?<![\w.-])({alternatives})(?=/|$|[\s'\":;,)}}])")
         return pattern.sub(lambda m: hosts[m.group(1)], text)
 
     def start(self, c: Container, log: BinaryIO) -> Process:

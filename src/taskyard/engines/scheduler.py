@@ -90,6 +90,19 @@ class Engine(Protocol):
         """Seconds for (the DAG, the final nodes, the whole run); None: no limit."""
         ...
 
+    def stopping(self, run: RunRecord) -> str:
+        """Why no new DAG node may start now ("" while they may): the engine's failure rule."""
+        ...
+
+    def outcome(self, run: RunRecord) -> tuple[bool, str]:
+        """(failed?, the reason the run reports) once every node is done."""
+        ...
+
+    def retries_on(self, node: Node, kind: str) -> bool:
+        """Whether an attempt that ended in ``kind`` ("failed": non-zero exit; "error": the
+        engine could not read its outputs) is retried."""
+        ...
+
     def finish(self, run: RunRecord) -> None:
         """Set the run's results (and anything engine-specific) once every node is done."""
         ...
@@ -163,7 +176,12 @@ class Scheduler:
                 self._skip(name, f"not started: the {what} timeout had already elapsed", "parent")
             self._timed_out = self._timed_out or f"timeout of the {what} reached"
             return
+        expired = ""
         while True:
+            if expired:
+                for name in pending:
+                    self._skip(name, f"not started: {expired}", "parent")
+                pending = []
             pending = self._schedule(pending)
             if not self._threads:
                 for name in pending:
@@ -175,7 +193,7 @@ class Scheduler:
                 event = self._events.get(timeout=timeout)
             except queue.Empty:
                 deadline = None
-                why = f"timeout of the {what} reached"
+                why = expired = f"timeout of the {what} reached"
                 self._timed_out = self._timed_out or why
                 self._stopping = self._stopping or why
                 self._stop_all(why, FAILED)
@@ -221,16 +239,18 @@ class Scheduler:
     # ---- state changes (scheduler thread) ----------------------------------------------
     def _skip(self, name: str, reason: str, kind: str) -> None:
         rec = self.rec.tasks[name]
-        rec.state, rec.reason, rec.skip_kind = SKIPPED, reason, kind
+        rec.state, rec.reason, rec.skip_kind = SKIPPED, " ".join(reason.split()), kind
+        if not rec.finally_:
+            self._stopping = self._stopping or self.engine.stopping(self.rec)
         self._changed(name)
 
     def _end(self, name: str, state: str, reason: str, results: dict | None = None) -> None:
         rec = self.rec.tasks[name]
-        rec.state, rec.reason, rec.results = state, reason, results or {}
+        rec.state, rec.reason, rec.results = state, " ".join(reason.split()), results or {}
         rec.ended = time.time()
         rec.started = rec.started or rec.ended
-        if state == FAILED and not rec.finally_:
-            self._stopping = self._stopping or f"task {name!r} failed"
+        if not rec.finally_:
+            self._stopping = self._stopping or self.engine.stopping(self.rec)
         self._changed(name)
 
     def _apply(self, event: tuple) -> None:
@@ -279,16 +299,13 @@ class Scheduler:
                 t.reason = t.reason or ("cancelled" if self._cancelled else "not started")
         with contextlib.suppress(Exception):
             self.engine.finish(rec)
-        failed = [t.name for t in rec.tasks.values() if t.state == FAILED]
+        failed, why = self.engine.outcome(rec)
         if self._cancelled:
             rec.status, rec.reason = CANCELLED, "Cancelled: interrupted"
         elif self._timed_out:
             rec.status, rec.reason = FAILED, f"Timeout: {self._timed_out}"
-        elif failed:
-            rec.status, rec.reason = FAILED, "Failed: task " + ", ".join(failed) + " failed"
         else:
-            skipped = any(t.state == SKIPPED for t in rec.tasks.values())
-            rec.status, rec.reason = SUCCEEDED, "Completed" if skipped else "Succeeded"
+            rec.status, rec.reason = (FAILED if failed else SUCCEEDED), why
         rec.ended = time.time()
         if self.after:
             with contextlib.suppress(Exception):
@@ -307,7 +324,7 @@ class Scheduler:
 
     def _attempts(self, node: Node, start: Start) -> tuple:
         total = node.retries + 1
-        reason = ""
+        reason, attempt = "", 0
         log_path = self.rec.tasks[node.name].log
         with open(log_path, "ab", buffering=0) as log:
             for attempt in range(1, total + 1):
@@ -321,10 +338,12 @@ class Scheduler:
                     after = f" (previous: {reason})" if reason else ""
                     log.write(f"=== attempt {attempt}/{total}{after} ===\n".encode())
                 outcome = self._pod(node, start.containers, log, log_path)
-                if outcome[0] != "retry":
+                if outcome[0] not in ("failed", "error"):
                     return outcome
                 reason = outcome[1]
-        return FAILED, reason + (f" (after {total} attempts)" if total > 1 else ""), {}
+                if not self.engine.retries_on(node, outcome[0]):
+                    break
+        return FAILED, reason + (f" (after {attempt} attempts)" if attempt > 1 else ""), {}
 
     def _pod(self, node: Node, containers: list[Container], log, log_path: str) -> tuple:
         """One attempt: the containers in order; stop at the first that fails."""
@@ -339,7 +358,7 @@ class Scheduler:
                 log.write(f"error: {redact(str(e))}\n".encode())
                 return FAILED, str(e), {}
             except OSError as e:
-                return "retry", f"cannot start {c.command[:1]}: {e.strerror or e}"
+                return "failed", f"cannot start {c.command[:1]}: {e.strerror or e}"
             with self._lock:
                 self._procs[node.name] = proc
                 if node.name in self._stop_reason:
@@ -358,15 +377,15 @@ class Scheduler:
                 return state, why, {}
             if code is None:
                 log.write(f"error: timed out after {node.timeout:g}s\n".encode())
-                return "retry", f"timed out after {node.timeout:g}s"
+                return "failed", f"timed out after {node.timeout:g}s"
             if code != 0:
-                return "retry", _step_error(log_path) or _exit_reason(code)
+                return "failed", _step_error(log_path) or _exit_reason(code)
             files.update({f"{c.name}/{k}": v for k, v in got.items()})
         try:
             return SUCCEEDED, "", self.engine.outputs(node, files)
         except OutputError as e:
             log.write(f"error: {e}\n".encode())
-            return "retry", str(e)
+            return "error", str(e)
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:

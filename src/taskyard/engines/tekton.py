@@ -18,15 +18,18 @@ Semantics implemented, each as tektoncd/pipeline documents it (docs/*.md at v1.x
   "Guard Task execution using when expressions"); a result a *succeeded* task did not write
   fails the run (``InvalidTaskResultReference``); pipeline results that cannot be resolved are
   left out (docs/pipelines.md "Emitting results from a Pipeline").
-- steps run in order in one pod; ``script`` is written to a file and run (a missing shebang
-  means ``#!/bin/sh``, docs/tasks.md "Running scripts within Steps"); the working directory
-  defaults to ``/workspace`` (an emptyDir); ``securityContext`` of the step over the pod's
-  (``taskRunTemplate.podTemplate``).
+- steps run in order in one pod; ``script`` is written to a file and run (no shebang, after
+  trimming, means ``#!/bin/sh``: docs/tasks.md "Running scripts within Steps",
+  pkg/pod/script.go); ``workingDir`` has no default (the image's), ``/workspace`` is an
+  emptyDir of the pod; ``securityContext`` of the step over the pod's
+  (``taskRunTemplate.podTemplate``); param ``enum`` is enforced (InvalidParamValue).
 - ``retries``, per-task ``timeout``; ``timeouts.pipeline`` / ``tasks`` / ``finally`` of the
   PipelineRun (docs/pipelineruns.md "Configuring a failure timeout"): without
   ``timeouts.tasks``/``finally`` the DAG may use the whole pipeline budget and ``finally`` gets
-  what is left; the default is 60 minutes (``default-timeout-minutes``, config-defaults).
-- workspaces of a PipelineRun: ``volumeClaimTemplate`` and ``emptyDir`` are folders of the run;
+  what is left, and with only ``timeouts.finally`` the DAG gets ``pipeline - finally``
+  (pipelinerun_types.go); the default is 60 minutes (``default-timeout-minutes``).
+- workspaces of a PipelineRun: ``volumeClaimTemplate`` is a folder of the run, ``emptyDir`` a
+  folder of each pod (it lives as long as the TaskRun, docs/workspaces.md);
   ``persistentVolumeClaim.claimName`` is a folder kept under the taskyard home (so a reused
   claim keeps its files, as a PVC does); ``secret``/``configMap`` need ``--workspace NAME=DIR``.
 - ``taskRef`` by name (Tasks in the given files), ``taskSpec`` inline, or ``resolver: git``
@@ -108,6 +111,7 @@ class PipelineTask:
     final: bool
     consumed: set[str] = field(default_factory=set)
     task_params: dict[str, str | None] = field(default_factory=dict)  # the Task's defaults
+    task_enums: dict[str, list[str]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -141,6 +145,7 @@ class TektonRun:
             ("params", "workspaces", "tasks", "finally", "results"),
             ("displayName", "description"),
         )
+        self.enums: dict[str, list[str]] = {}
         self.params = self._params(run_spec, params)
         self.run_spec = run_spec
         self.ptasks: list[PipelineTask] = []
@@ -230,6 +235,7 @@ class TektonRun:
                 )
             name = text(p.get("name"), f"{where}.name")
             declared[name] = text(p["default"], f"{where}.default") if "default" in p else None
+            self.enums[name] = [text(v, f"{where}.enum") for v in items(p.get("enum"), "enum")]
         values = dict(declared)
         for i, raw in enumerate(items(run_spec.get("params"), "PipelineRun.spec.params")):
             item = fields(raw, f"PipelineRun.spec.params[{i}]", ("name", "value"))
@@ -241,6 +247,13 @@ class TektonRun:
                     "known: " + (", ".join(declared) or "none"),
                 )
             values[key] = value
+        for key, value in values.items():
+            allowed = self.enums.get(key)
+            if allowed and value is not None and value not in allowed:
+                raise RunError(
+                    f"InvalidParamValue: param {key!r}: {value!r} is not one of "
+                    f"{', '.join(allowed)}"
+                )
         missing = [k for k, v in values.items() if v is None]
         if missing:
             raise RunError(f"missing required param {missing[0]!r}", f"-p {missing[0]}=VALUE")
@@ -352,6 +365,7 @@ class TektonRun:
                     "taskyard run (string only)"
                 )
             declared[p["name"]] = p.get("default")
+            pt.task_enums[p["name"]] = [text(v, "enum") for v in items(p.get("enum"), "enum")]
         for key in pt.params:
             if key not in declared:
                 raise RunError(f"{where}: param {key!r} is not a param of {pt.task.where}")
@@ -392,6 +406,8 @@ class TektonRun:
         fin = go_duration(t["finally"], "timeouts.finally") if "finally" in t else None
         if pipeline and (tasks or 0) + (fin or 0) > pipeline:
             raise RunError("PipelineRun.spec.timeouts: tasks + finally must not exceed pipeline")
+        if pipeline and fin and not tasks:  # the DAG gets the rest (pipelinerun_types.go)
+            tasks = pipeline - fin
         return tasks or None, fin or None, pipeline or None
 
     def _pod_security(self, run_spec: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -419,6 +435,7 @@ class TektonRun:
         """Create the run's workspace folders (called once the run has its folder)."""
         self.rec = rec
         self.folders: dict[str, Path | None] = {}
+        self.per_pod: set[str] = set()
         bound = {}
         for i, raw in enumerate(
             items(self.run_spec.get("workspaces"), "PipelineRun.spec.workspaces")
@@ -457,7 +474,11 @@ class TektonRun:
         rec.workspaces = {k: str(v) if v else None for k, v in self.folders.items()}
 
     def _volume(self, name: str, w: Mapping[str, Any]) -> Path:
-        if "volumeClaimTemplate" in w or "emptyDir" in w:
+        if "emptyDir" in w:
+            # An emptyDir lives as long as the TaskRun (docs/workspaces.md): one per pod.
+            self.per_pod.add(name)
+            path = self.rec.path / "pods"
+        elif "volumeClaimTemplate" in w:
             path = shared_folder(self.rec.path / "workspaces" / name)
         elif "persistentVolumeClaim" in w:
             claim = fields(
@@ -495,6 +516,12 @@ class TektonRun:
         params = {k: v for k, v in pt.task_params.items() if v is not None}
         for key, value in pt.params.items():
             params[key] = substitute(value, resolve, f"{where}, params.{key}")
+            allowed = pt.task_enums.get(key)
+            if allowed and params[key] not in allowed:
+                return Fail(
+                    f"InvalidParamValue: param {key!r}: {params[key]!r} is not one of "
+                    f"{', '.join(allowed)}"
+                )
         return Start(self._containers(node, pt, params, attempt))
 
     def _pipeline_vars(self, pt: PipelineTask, rec: RunRecord) -> Callable[[str], str | None]:
@@ -552,6 +579,8 @@ class TektonRun:
             host = None
             if binding is not None:
                 host = self.folders.get(binding[0])
+                if binding[0] in self.per_pod:
+                    host = shared_folder(pod / "emptydir" / binding[0])
                 if host is not None and binding[1]:
                     host = shared_folder(host / binding[1])
             if host is None:
@@ -611,7 +640,7 @@ class TektonRun:
                 if command:
                     raise RunError(f"{where}: script and command cannot both be set")
                 script = sub(s["script"])
-                if not script.startswith("#!"):
+                if not script.strip().startswith("#!"):  # pkg/pod/script.go trims first
                     script = "#!/bin/sh\nset -e\n" + script
             sec = {
                 **self.pod_security,
@@ -624,7 +653,8 @@ class TektonRun:
                     command=command,
                     args=args,
                     env=env,
-                    working_dir=sub(s.get("workingDir", "/workspace")),
+                    # No default: the image's WORKDIR (docs/pipeline-api.md, Step.workingDir).
+                    working_dir=sub(s.get("workingDir", "")),
                     **security(sec, f"{where}.securityContext"),
                     mounts=list(mounts),
                     gpus=gpu_limit(s.get("computeResources")),
@@ -646,6 +676,21 @@ class TektonRun:
 
     def deadlines(self) -> tuple[float | None, float | None, float | None]:
         return self.timeouts
+
+    def stopping(self, rec: RunRecord) -> str:
+        """After a DAG task fails no new one starts (docs/pipelines.md, "finally" section)."""
+        failed = [t.name for t in rec.tasks.values() if t.state == FAILED and not t.finally_]
+        return f"task {failed[0]!r} failed" if failed else ""
+
+    def outcome(self, rec: RunRecord) -> tuple[bool, str]:
+        failed = [t.name for t in rec.tasks.values() if t.state == FAILED]
+        if failed:
+            return True, "Failed: task " + ", ".join(failed) + " failed"
+        skipped = any(t.state == SKIPPED for t in rec.tasks.values())
+        return False, "Completed" if skipped else "Succeeded"
+
+    def retries_on(self, node: Node, kind: str) -> bool:
+        return True  # `retries` re-runs a failed TaskRun whatever failed it
 
     def finish(self, rec: RunRecord) -> None:
         resolve = self._pipeline_vars(PipelineTask("", TaskDef("", {}, ""), {}, {}, [], False), rec)
