@@ -17,6 +17,8 @@ ENGINES = {
     "argo": "taskyard.render.argo_files",
     "triggers-tekton": "taskyard.render.triggers_tekton",
     "triggers-argo": "taskyard.render.triggers_argo",
+    "namespace": "taskyard.render.namespace",
+    "mlflow": "taskyard.render.mlflow_manifests",
     # Last: its kustomizations list what the engines above render (render/distribution.py).
     "distribution": "taskyard.render.distribution",
 }

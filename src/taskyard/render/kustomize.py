@@ -29,7 +29,7 @@ from taskyard.render.emit import HEADER
 FILE = "kustomization.yaml"
 API = "kustomize.config.k8s.io/v1beta1"
 # Folders whose every YAML file (directly inside) is one set; subfolders are sets of their own.
-FOLDER_ROOTS = ("hera", "triggers/tekton", "triggers/argo-events")
+FOLDER_ROOTS = ("hera", "triggers/tekton", "triggers/argo-events", "deploy")
 # What a set needs installed with it (bases, relative to the set's folder).
 BASES: Mapping[str, tuple[str, ...]] = {
     "tasks": (),
@@ -40,6 +40,7 @@ BASES: Mapping[str, tuple[str, ...]] = {
     "hera/cluster": (),  # cluster-scoped: the namespaced RBAC goes into each namespace apart
     "triggers/tekton": ("../../pipelines",),
     "triggers/argo-events": ("../../hera",),
+    "deploy": (),  # the namespace and cluster services the pipelines run beside
 }
 # The tektoncd/catalog layout: <folder>/<name>/<version>/<name>.yaml (samples/ left out).
 _CATALOG = re.compile(r"^(tasks|pipelines|resolver)/([^/]+)/[^/]+/\2\.yaml$")

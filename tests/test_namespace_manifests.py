@@ -1,0 +1,148 @@
+"""The namespace manifests (render/namespace.py): valid core kinds, least-privilege RBAC,
+the GPU quota, PodSecurity restricted, and which pods may reach MLflow."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import yaml
+
+from taskyard.render import emit, namespace
+
+kv = pytest.importorskip("kubernetes_validate", reason="pip install -e '.[dev]'")
+
+FILES = namespace.files()
+DOCS = [d for text in FILES.values() for d in yaml.safe_load_all(text)]
+GUARDED = {
+    ("apps", "deployments"),
+    ("", "services"),
+    ("serving.kserve.io", "inferenceservices"),
+}
+
+
+def _kind(kind: str) -> list[dict[str, Any]]:
+    return [d for d in DOCS if d["kind"] == kind]
+
+
+def test_files_are_the_four_with_header_and_dumped_docs() -> None:
+    assert set(FILES) == {
+        f"deploy/namespace/{n}.yaml" for n in ("namespace", "rbac", "quota", "network")
+    }
+    for rel, text in FILES.items():
+        assert text.startswith(emit.HEADER), rel
+        docs = namespace.objects()[rel]
+        assert text == emit.HEADER + "---\n".join(namespace.yamlfmt.dump(d) for d in docs)
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+def test_every_object_passes_kubernetes_validate_strict(doc: dict[str, Any]) -> None:
+    kv.validate(doc, kv.latest_version(), strict=True)
+
+
+@pytest.mark.parametrize(
+    "kind, plant",
+    [
+        ("ResourceQuota", lambda d: d["spec"].__setitem__("hrad", d["spec"].pop("hard"))),
+        ("NetworkPolicy", lambda d: d["spec"].__setitem__("polcyTypes", ["Ingress"])),
+        ("ServiceAccount", lambda d: d.__setitem__("automountServiceAccountTokn", False)),
+    ],
+)
+def test_a_planted_typo_fails_validation(kind: str, plant) -> None:
+    doc = copy.deepcopy(_kind(kind)[0])
+    plant(doc)
+    with pytest.raises(kv.ValidationError):
+        kv.validate(doc, kv.latest_version(), strict=True)
+
+
+def test_only_deploy_can_touch_deployments_services_inferenceservices() -> None:
+    roles = {(r["kind"], r["metadata"]["name"]): r for r in _kind("Role") + _kind("ClusterRole")}
+    assert not _kind("ClusterRole") and not _kind("ClusterRoleBinding")
+    granted: dict[str, set[tuple[str, str]]] = {}
+    for b in _kind("RoleBinding") + _kind("ClusterRoleBinding"):
+        role = roles[(b["roleRef"]["kind"], b["roleRef"]["name"])]
+        assert role["metadata"]["namespace"] == b["metadata"]["namespace"] == "taskyard"
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] + rule["apiGroups"] + rule["resources"]
+            pairs = {(g, r) for g in rule["apiGroups"] for r in rule["resources"]}
+            for s in b["subjects"]:
+                assert s["kind"] == "ServiceAccount" and s["namespace"] == "taskyard"
+                granted.setdefault(s["name"], set()).update(pairs)
+    touching = {sa for sa, pairs in granted.items() if pairs & GUARDED}
+    assert touching == {namespace.DEPLOY_ACCOUNT}
+    assert granted[namespace.DEPLOY_ACCOUNT] == GUARDED
+    (role,) = _kind("Role")
+    for rule in role["rules"]:  # server-side apply is a PATCH that may create
+        assert {"get", "patch", "create"} <= set(rule["verbs"])
+
+
+def test_one_account_per_task_kind_and_only_deploy_mounts_a_token() -> None:
+    accounts = {d["metadata"]["name"]: d for d in _kind("ServiceAccount")}
+    assert set(accounts) == set(namespace.ACCOUNTS.values())
+    for name, sa in accounts.items():
+        assert sa["automountServiceAccountToken"] is (name == namespace.DEPLOY_ACCOUNT)
+
+
+def test_quota_has_the_gpu_and_limitrange_defaults() -> None:
+    (q,) = _kind("ResourceQuota")
+    assert q["spec"]["hard"]["requests.nvidia.com/gpu"] == "1"
+    opts = namespace.NamespaceOptions(gpu_quota=4)
+    q4 = next(d for d in namespace.quota(opts) if d["kind"] == "ResourceQuota")
+    assert q4["spec"]["hard"]["requests.nvidia.com/gpu"] == "4"
+    (lr,) = _kind("LimitRange")
+    (limit,) = lr["spec"]["limits"]
+    assert limit["type"] == "Container" and {"cpu", "memory"} <= set(limit["default"])
+    assert {"cpu", "memory"} <= set(limit["defaultRequest"])
+
+
+def test_namespace_enforces_restricted() -> None:
+    (ns,) = _kind("Namespace")
+    labels = ns["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+    other = namespace.namespace(namespace.NamespaceOptions(namespace="ml"))[0]
+    assert other["metadata"]["name"] == "ml"
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        assert e["operator"] == "Exists"
+        if e["key"] not in labels:
+            return False
+    return True
+
+
+def _allowed(target: dict[str, str], source: dict[str, str], port: int) -> bool:
+    policies = [p for p in _kind("NetworkPolicy") if _selects(p["spec"]["podSelector"], target)]
+    assert any(p["metadata"]["name"] == "default-deny-ingress" for p in policies)
+    for p in policies:
+        for rule in p["spec"].get("ingress", []):
+            ports = {x["port"] for x in rule.get("ports", [])}
+            if port in ports and any(_selects(f["podSelector"], source) for f in rule["from"]):
+                return True
+    return False
+
+
+# What the engines put on their pods: Tekton pkg/pod/pod.go makeLabels, Argo workflowpod.go.
+TEKTON_POD = {"tekton.dev/taskRun": "train-run-abc", "app.kubernetes.io/managed-by": "tekton"}
+ARGO_POD = {"workflows.argoproj.io/workflow": "train-xyz"}
+OTHER_POD = {"app": "notebook"}
+MLFLOW = {"app.kubernetes.io/name": "mlflow"}
+SERVER = {"app.kubernetes.io/component": "model-server"}
+
+
+def test_network_policies() -> None:
+    for src in (TEKTON_POD, ARGO_POD):
+        assert _allowed(MLFLOW, src, 5000)
+    assert not _allowed(MLFLOW, OTHER_POD, 5000)
+    assert not _allowed(MLFLOW, TEKTON_POD, 22)
+    for src in (TEKTON_POD, ARGO_POD, OTHER_POD):
+        assert _allowed(SERVER, src, 8080)
+    assert not _allowed(SERVER, OTHER_POD, 9090)
+    assert not _allowed({"app": "db"}, TEKTON_POD, 5432)
+    for p in _kind("NetworkPolicy"):  # no rule lets other namespaces in
+        for rule in p["spec"].get("ingress", []):
+            assert all(set(f) == {"podSelector"} for f in rule["from"])
