@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from taskyard.catalog.tasks import git_clone, report
+from taskyard.catalog.tasks import git_clone, report, run_tests
 from taskyard.errors import SpecError
 from taskyard.spec import (
     RUN_NAME,
@@ -77,6 +77,22 @@ MLFLOW_WORKSPACE = PipelineWorkspace(
     optional=True,
     description="MLflow credentials for the ML tasks (a Secret; see the train task's README).",
 )
+
+
+def test_task() -> PipelineTask:
+    """run-tests on the cloned project, after the clone (ci and train-eval-deploy share it)."""
+    return PipelineTask(
+        name="test",
+        task=run_tests.TASK,
+        params={
+            "subdirectory": project_folder(),
+            "pytest-args": param("pytest-args"),
+            "allow-no-tests": param("allow-no-tests"),
+        },
+        workspaces={"source": "source"},
+        run_after=("clone",),
+        timeout=1800,
+    )
 
 
 def clone_task() -> PipelineTask:

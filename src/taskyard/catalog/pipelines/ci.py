@@ -6,28 +6,16 @@ from taskyard.catalog.pipelines._parts import (
     SUBDIRECTORY_PARAM,
     WORKSPACES,
     clone_task,
-    project_folder,
     report_task,
+    test_task,
     with_images,
 )
-from taskyard.catalog.tasks import run_tests
-from taskyard.spec import Param, PipelineResult, PipelineSpec, PipelineTask, param, result
+from taskyard.spec import Param, PipelineResult, PipelineSpec, result
 
 _TASKS, _IMAGES = with_images(
     [
         clone_task(),
-        PipelineTask(
-            name="test",
-            task=run_tests.TASK,
-            params={
-                "subdirectory": project_folder(),
-                "pytest-args": param("pytest-args"),
-                "allow-no-tests": param("allow-no-tests"),
-            },
-            workspaces={"source": "source"},
-            run_after=("clone",),
-            timeout=1800,
-        ),
+        test_task(),
         report_task("ci"),
     ]
 )

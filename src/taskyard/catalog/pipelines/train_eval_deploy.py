@@ -16,9 +16,10 @@ from taskyard.catalog.pipelines._parts import (
     clone_task,
     project_folder,
     report_task,
+    test_task,
     with_images,
 )
-from taskyard.catalog.tasks import deploy, evaluate, promote, run_tests, train
+from taskyard.catalog.tasks import deploy, evaluate, promote, train
 from taskyard.spec import (
     Param,
     PipelineResult,
@@ -47,20 +48,7 @@ def build(
     model_name = result("train", "model-name")
     tasks = [clone_task()]
     if with_tests:
-        tasks.append(
-            PipelineTask(
-                name="test",
-                task=run_tests.TASK,
-                params={
-                    "subdirectory": project_folder(),
-                    "pytest-args": param("pytest-args"),
-                    "allow-no-tests": param("allow-no-tests"),
-                },
-                workspaces={"source": "source"},
-                run_after=("clone",),
-                timeout=1800,
-            )
-        )
+        tasks.append(test_task())
     tasks += [
         PipelineTask(
             name="train",
