@@ -133,7 +133,8 @@ def pipeline_main(pipeline: str, argv: Sequence[str] | None = None) -> int:
     g.add_argument("--storage-class", help="storage class of the `source` PVC")
     g.add_argument(
         "--service-account",
-        help=f"service account of the task pods (default {argo.WORKFLOW_SERVICE_ACCOUNT!r}, "
+        help="one service account for every task pod (default: each task kind's, from "
+        f"deploy/namespace/rbac.yaml; the executor keeps {argo.WORKFLOW_SERVICE_ACCOUNT!r}, "
         "from hera/rbac.yaml)",
     )
     g.add_argument(

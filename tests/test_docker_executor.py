@@ -55,7 +55,8 @@ def daemon() -> Iterator[Dockerd]:
 
 @pytest.fixture(scope="session")
 def images(daemon: Dockerd) -> list[str]:
-    """git, steps and train, built from images/ on a debootstrap base (train-gpu is not built)."""
+    """git, steps and train, built from images/ on a debootstrap base, then serve FROM train
+    (train-gpu is not built)."""
     proc = taskyard("images", "build", "--debootstrap", env=daemon.env(), timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     tags = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
@@ -63,6 +64,7 @@ def images(daemon: Dockerd) -> list[str]:
         "ghcr.io/taskyard/git:0.1.0",
         "ghcr.io/taskyard/steps:0.1.0",
         "ghcr.io/taskyard/train:0.1.0",
+        "ghcr.io/taskyard/serve:0.1.0",
     ]
     return tags
 
@@ -92,7 +94,7 @@ def test_images_are_labelled_non_root_and_report_their_digests(
     digests = taskyard("images", "digests")
     assert digests.returncode == 0, digests.stderr
     rows = [line.split("\t") for line in digests.stdout.splitlines()]
-    assert [r[0] for r in rows] == ["git", "steps", "train"]
+    assert [r[0] for r in rows] == ["git", "steps", "train", "serve"]
     assert all(r[2].startswith("sha256:") for r in rows)
 
 
@@ -495,3 +497,65 @@ def test_security_context_is_honoured(ci_images: dict[str, str], tmp_path: Path)
     run = latest_run(tmp_path / "home")
     assert run.tasks["as-user"].results == {"uid": "4321\n"}
     assert "CreateContainerConfigError" in run.tasks["as-root"].reason
+
+
+def test_the_serve_image_runs_the_rendered_deployment_container_spec(
+    images: list[str], docker_env: Dockerd, tmp_path: Path
+) -> None:
+    """The serve image started with exactly the container spec the deploy step applies
+    (command, args, env, port, user, securityContext, probes, the /tmp emptyDir), in a pod-like
+    network namespace shared with an MLflow server: readiness flips only once the model is
+    loaded, /invocations answers the champion's prediction, /metrics counts the requests."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from taskyard.kube import manifests
+    from tests.serve_pod import PROBE, Pod
+
+    serve = next(t for t in images if "/serve:" in t)
+    train = next(t for t in images if "/train:" in t)
+    pod = Pod(train, tmp_path)
+    try:
+        champion = pod.register("iris-classifier")
+        spec = manifests.Serving(
+            model="iris-classifier", version="1", image=serve, tracking_uri=pod.tracking_uri
+        )
+        rendered = manifests.deployment(spec)["spec"]["template"]["spec"]
+        (ctr,) = rendered["containers"]
+        server = pod.start(ctr, rendered)
+        ready, live = ctr["readinessProbe"]["httpGet"], ctr["livenessProbe"]["httpGet"]
+        assert ready["port"] == live["port"] == ctr["ports"][0]["containerPort"] == 8080
+        body = {"dataframe_split": {"columns": champion["columns"], "data": champion["rows"]}}
+        out = json.loads(
+            pod.python(
+                PROBE,
+                f"http://127.0.0.1:{ready['port']}{ready['path']}",
+                f"http://127.0.0.1:{live['port']}{live['path']}",
+                json.dumps(body),
+            )
+        )
+        log = pod.logs(server)
+        # Not ready (refused while starting, then 503 while loading) until loaded, then ready.
+        first = out["readiness"].index(200)
+        assert first > 0 and 503 in out["readiness"][:first], (out["readiness"], log)
+        assert 200 in out["liveness"][:first], "liveness answers while the model loads"
+        assert out["answers"] == [champion["expected"]] * 3, log
+        requests = {
+            (s.labels["path"], s.labels["status"]): s.value
+            for f in text_string_to_metric_families(out["metrics"])
+            for s in f.samples
+            if s.name == "taskyard_model_requests_total"
+        }
+        assert requests[("/invocations", "200")] == 3
+        top = docker_top(server)
+        assert top and all(user == "65532" for user in top), top  # runAsUser, not root
+    finally:
+        pod.stop()
+
+
+def docker_top(name: str) -> list[str]:
+    """The uid of every process in the container (docker top needs the pid column to filter)."""
+    proc = subprocess.run(
+        ["docker", "top", name, "-o", "pid,uid"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [line.split()[1] for line in proc.stdout.splitlines()[1:] if line.strip()]

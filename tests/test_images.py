@@ -28,8 +28,11 @@ DOCKERFILES = sorted((ROOT / "images").glob("*/Dockerfile"))
 
 def test_every_catalog_image_has_a_dockerfile_and_a_build_entry() -> None:
     named = {p.parent.name for p in DOCKERFILES}
-    assert images.catalog_images() == named == set(images.IMAGES)
-    assert [i.name for i in images.select([])] == ["git", "steps", "train"]  # no GPU build in CI
+    assert named == set(images.IMAGES)
+    assert images.catalog_images() == {n for n, i in images.IMAGES.items() if i.task_image}
+    assert images.catalog_images() == named - {"serve"}  # serve runs models, not tasks
+    # No GPU build in CI; serve after train, which it is built FROM.
+    assert [i.name for i in images.select([])] == ["git", "steps", "train", "serve"]
     assert images.select(["train-gpu"])[0].built_in_ci is False
 
 
@@ -57,8 +60,14 @@ def test_hadolint_catches_a_planted_problem(tmp_path: Path) -> None:
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
 def test_dockerfile_conventions(dockerfile: Path) -> None:
     text = dockerfile.read_text()
-    assert text.count("ARG BASE_IMAGE=") == 1 and "FROM ${BASE_IMAGE}" in text
-    assert re.search(r"^FROM \$\{BASE_IMAGE\} AS build$", text, re.M), "multi-stage build"
+    parent = images.IMAGES[dockerfile.parent.name].from_image
+    if parent:  # FROM another catalog image (serve FROM train): no base, no build stage
+        arg = images.IMAGES[dockerfile.parent.name].from_arg
+        assert f"ARG {arg}={images.tag(parent)}\nFROM ${{{arg}}}\n" in text
+        assert "BASE_IMAGE" not in text and " AS build" not in text
+    else:
+        assert text.count("ARG BASE_IMAGE=") == 1 and "FROM ${BASE_IMAGE}" in text
+        assert re.search(r"^FROM \$\{BASE_IMAGE\} AS build$", text, re.M), "multi-stage build"
     for label in ("source", "revision", "version"):
         assert f'org.opencontainers.image.{label}="${{' in text, label
     users = re.findall(r"^USER (\S+)$", text, re.M)

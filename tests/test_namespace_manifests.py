@@ -126,10 +126,20 @@ def _allowed(target: dict[str, str], source: dict[str, str], port: int) -> bool:
     return False
 
 
-# What the engines put on their pods: Tekton pkg/pod/pod.go makeLabels, Argo workflowpod.go.
-TEKTON_POD = {"tekton.dev/taskRun": "train-run-abc", "app.kubernetes.io/managed-by": "tekton"}
-ARGO_POD = {"workflows.argoproj.io/workflow": "train-xyz"}
+# What the engines put on their pods (Tekton pkg/pod/pod.go makeLabels, Argo workflowpod.go),
+# plus the part-of label the renders carry there (Tekton: Pipeline/Task labels, docs/labels.md;
+# Argo: spec.podMetadata, workflowpod.go addMetadata).
+PART_OF = {"app.kubernetes.io/part-of": "taskyard"}
+TEKTON_POD = {
+    "tekton.dev/taskRun": "train-run-abc",
+    "app.kubernetes.io/managed-by": "tekton",
+    **PART_OF,
+}
+ARGO_POD = {"workflows.argoproj.io/workflow": "train-xyz", **PART_OF}
 OTHER_POD = {"app": "notebook"}
+# Another team's pipeline pods in the namespace: the engine labels, not ours.
+FOREIGN_TEKTON_POD = {"tekton.dev/taskRun": "etl-run", "app.kubernetes.io/managed-by": "tekton"}
+FOREIGN_ARGO_POD = {"workflows.argoproj.io/workflow": "etl-xyz"}
 MLFLOW = {"app.kubernetes.io/name": "mlflow"}
 SERVER = {"app.kubernetes.io/component": "model-server"}
 
@@ -138,6 +148,8 @@ def test_network_policies() -> None:
     for src in (TEKTON_POD, ARGO_POD):
         assert _allowed(MLFLOW, src, 5000)
     assert not _allowed(MLFLOW, OTHER_POD, 5000)
+    assert not _allowed(MLFLOW, FOREIGN_TEKTON_POD, 5000)
+    assert not _allowed(MLFLOW, FOREIGN_ARGO_POD, 5000)
     assert not _allowed(MLFLOW, TEKTON_POD, 22)
     for src in (TEKTON_POD, ARGO_POD, OTHER_POD):
         assert _allowed(SERVER, src, 8080)
@@ -146,3 +158,15 @@ def test_network_policies() -> None:
     for p in _kind("NetworkPolicy"):  # no rule lets other namespaces in
         for rule in p["spec"].get("ingress", []):
             assert all(set(f) == {"podSelector"} for f in rule["from"])
+
+
+def test_the_engine_label_peers_are_the_documented_alternative() -> None:
+    opts = namespace.NamespaceOptions(pipeline_peers=namespace.ENGINE_PEERS)
+    policy = next(
+        p for p in namespace.network(opts) if p["metadata"]["name"] == "mlflow-from-pipelines"
+    )
+    (rule,) = policy["spec"]["ingress"]
+    for src in (FOREIGN_TEKTON_POD, FOREIGN_ARGO_POD):  # any pipeline pod of the namespace
+        assert any(_selects(f["podSelector"], src) for f in rule["from"])
+    assert not any(_selects(f["podSelector"], OTHER_POD) for f in rule["from"])
+    assert rule["ports"] == [{"protocol": "TCP", "port": 5000}]

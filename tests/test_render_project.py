@@ -51,7 +51,7 @@ ARGO = {"WorkflowTemplate", "CronWorkflow"}
 EVENTS = {"EventSource", "Sensor"}
 TRIGGERS = {"EventListener", "TriggerBinding", "TriggerTemplate"}
 CORE = {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
-CORE |= {"ConfigMap", "CronJob"}
+CORE |= {"ConfigMap", "CronJob", "Secret"}
 CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding"}
 LINTED = ("triggers/tekton/*.yaml", "pipelines/**/*.yaml", "tasks/**/*.yaml")
 
@@ -145,6 +145,7 @@ def test_the_files_of_one_pipeline_for_both_engines(team: Path) -> None:
         "argo/train-eval-deploy.yaml",
         "argo/train-eval-deploy-cron.yaml",
         "argo/rbac.yaml",
+        "namespace/rbac.yaml",
     }
     expected |= {
         f"triggers/tekton/{n}.yaml"

@@ -20,7 +20,16 @@ import yaml
 from taskyard import __version__
 from taskyard.catalog import PIPELINES, TASKS
 from taskyard.catalog._common import REGISTRY
-from taskyard.render import argo, argo_files, argo_rbac, docs, project, tekton, tekton_files
+from taskyard.render import (
+    accounts,
+    argo,
+    argo_files,
+    argo_rbac,
+    docs,
+    project,
+    tekton,
+    tekton_files,
+)
 from taskyard.render.values import Values
 from taskyard.steps import _cli
 from taskyard.steps import deploy as deploy_step
@@ -104,7 +113,7 @@ def test_a_repository_render_moves_the_pipeline_image_params_to_its_registry() -
     images = {p.name: p.default for p in spec.params if p.name.endswith("-image")}
     assert images == {
         f"{n}-image": f"registry.example.com/ml/{n}:{__version__}"
-        for n in ("git", "train", "steps")
+        for n in ("git", "train", "steps", "serve")  # serve: the deploy's model server image
     }
 
 
@@ -153,7 +162,7 @@ def _rbac_docs() -> list[dict[str, Any]]:
 
 def test_workflow_rbac_grants_what_the_executor_needs_and_no_more() -> None:
     by_kind = {d["kind"]: d for d in _rbac_docs()}
-    assert set(by_kind) == {"ServiceAccount", "Role", "RoleBinding"}
+    assert set(by_kind) == {"ServiceAccount", "Secret", "Role", "RoleBinding"}
     granted = {
         (g, r, v)
         for rule in by_kind["Role"]["rules"]
@@ -170,8 +179,18 @@ def test_workflow_rbac_grants_what_the_executor_needs_and_no_more() -> None:
     }
     sa = by_kind["ServiceAccount"]["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa}]
+    # The executor runs as it (workflowpod.go executorServiceAccountName), from the token
+    # Secret Argo finds by name (util/secrets/secret_name.go, docs/service-account-secrets.md).
+    secret = by_kind["Secret"]
+    assert secret["type"] == "kubernetes.io/service-account-token"
+    assert secret["metadata"]["name"] == f"{sa}.service-account-token"
+    assert secret["metadata"]["annotations"] == {"kubernetes.io/service-account.name": sa}
+    assert by_kind["ServiceAccount"]["automountServiceAccountToken"] is False  # no pod runs as it
     for name in PIPELINES:
-        assert argo_doc(name)["spec"]["serviceAccountName"] == sa == argo.WORKFLOW_SERVICE_ACCOUNT
+        spec = argo_doc(name)["spec"]
+        assert spec["executor"] == {"serviceAccountName": sa}
+        assert sa == argo.WORKFLOW_SERVICE_ACCOUNT
+        assert spec["serviceAccountName"] == accounts.DEFAULT_ACCOUNT
 
 
 def test_workflow_rbac_passes_kubernetes_validate() -> None:
@@ -189,7 +208,11 @@ def test_the_hera_flag_still_chooses_the_service_account() -> None:
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    assert yaml.safe_load(out.stdout)["spec"]["serviceAccountName"] == "ci-runner"
+    spec = yaml.safe_load(out.stdout)["spec"]
+    assert spec["serviceAccountName"] == "ci-runner"
+    # every pod as that one account; the executor keeps its own
+    assert not any("serviceAccountName" in t for t in spec["templates"])
+    assert spec["executor"] == {"serviceAccountName": argo.WORKFLOW_SERVICE_ACCOUNT}
 
 
 # ---- finding 5: the GPU run is schedulable with the Affinity Assistant ---------------------------

@@ -201,7 +201,11 @@ def _pipeline_doc(name: str) -> dict[str, Any]:
 def test_task_contract(name: str) -> None:
     spec, doc = TASKS[name], _task_doc(name)
     meta = doc["metadata"]
-    assert meta["labels"] == {"app.kubernetes.io/version": spec.version}
+    # part-of reaches the TaskRun pods (docs/labels.md): the MLflow NetworkPolicy selects it.
+    assert meta["labels"] == {
+        "app.kubernetes.io/version": spec.version,
+        "app.kubernetes.io/part-of": "taskyard",
+    }
     assert meta["annotations"] == {
         "tekton.dev/pipelines.minVersion": tekton.MIN_VERSION,
         "tekton.dev/categories": ", ".join(spec.categories),
@@ -258,7 +262,12 @@ def test_gpu_task_requests_a_gpu_and_its_run_goes_to_gpu_nodes() -> None:
         "tolerations"
     ]
     cpu = load("pipelines/train-eval-deploy/0.1/samples/train-eval-deploy-run.yaml")
-    assert "taskRunSpecs" not in cpu["spec"]
+    # taskRunSpecs only name accounts: no pod placement per task.
+    for run in (sample, cpu):
+        assert all(
+            set(s) == {"pipelineTaskName", "serviceAccountName"}
+            for s in run["spec"]["taskRunSpecs"]
+        )
     assert "nodeSelector" not in cpu["spec"]["taskRunTemplate"]["podTemplate"]
 
 

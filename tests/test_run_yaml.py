@@ -465,3 +465,92 @@ def test_a_usage_error_of_a_step_is_the_reason(tmp_path: Path) -> None:
     ]
     rec = run(write(tmp_path, pipeline([{"name": "a", "taskRef": {"name": "t"}}]), task), tmp_path)
     assert rec.tasks["a"].reason == "unrecognized arguments: --deep 1"
+
+
+# ---- who the pods run as: accepted, no effect on one machine (engines/*.py docstrings) ----------
+def test_tekton_service_accounts_are_no_ops_and_a_wrong_task_run_spec_fails(tmp_path: Path) -> None:
+    task = sh_task("t", 'printf ok > "$R_V"', results=["v"])
+    p = pipeline(
+        [{"name": "a", "taskRef": {"name": "t"}}], final=[{"name": "z", "taskRef": {"name": "t"}}]
+    )
+    p["metadata"]["labels"] = {"app.kubernetes.io/part-of": "taskyard"}
+    specs = [
+        {"pipelineTaskName": "a", "serviceAccountName": "taskyard-clone"},
+        {
+            "pipelineTaskName": "z",
+            "serviceAccountName": "taskyard-report",
+            "podTemplate": {"nodeSelector": {"k": "v"}},
+            "metadata": {"labels": {"x": "y"}},
+        },
+    ]
+    pr = {"apiVersion": T, "kind": "PipelineRun", "metadata": {"name": "r1"},
+          "spec": {"pipelineRef": {"name": "p"},
+                   "taskRunTemplate": {"serviceAccountName": "taskyard-ml",
+                                       "podTemplate": {"securityContext": {"fsGroup": 65532}}},
+                   "taskRunSpecs": specs}}  # fmt: skip
+    rec = run(write(tmp_path, pr, p, task), tmp_path)
+    assert states(rec) == {"a": "Succeeded", "z": "Succeeded"}
+    # pkg/reconciler/pipelinerun/resources/pipelinerunresolution.go ValidateTaskRunSpecs
+    specs.append({"pipelineTaskName": "nope", "serviceAccountName": "x"})
+    with pytest.raises(
+        RunError,
+        match=re.escape(
+            "InvalidTaskRunSpecs: pipelineRun's taskrunSpecs defined wrong taskName: 'nope'"
+        ),
+    ):
+        run(write(tmp_path, pr, p, task), tmp_path)
+    specs[-1] = {"pipelineTaskName": "a", "stepSpecs": []}  # not implemented: named, never skipped
+    with pytest.raises(RunError, match=re.escape("taskRunSpecs[2].stepSpecs is not supported")):
+        run(write(tmp_path, pr, p, task), tmp_path)
+
+
+def test_argo_service_accounts_executor_and_pod_metadata_are_no_ops(tmp_path: Path) -> None:
+    t = container("t", "mkdir -p /tmp/out && printf ok > /tmp/out/v", outputs=[("v", None, None)])
+    t.update(serviceAccountName="taskyard-clone", automountServiceAccountToken=False,
+             executor={"serviceAccountName": "taskyard-workflow"})  # fmt: skip
+    wf = workflow_template([{"name": "a", "template": "t"}], [t])
+    wf["spec"].update(serviceAccountName="taskyard-ml", executor={"serviceAccountName": "taskyard-workflow"},
+                      podMetadata={"labels": {"app.kubernetes.io/part-of": "taskyard"}})  # fmt: skip
+    rec = run(write(tmp_path, wf), tmp_path)
+    assert rec.tasks["a"].results == {"v": "ok"}
+    wf["spec"]["executor"] = {"serviceAcountName": "typo"}
+    with pytest.raises(
+        RunError, match=re.escape("spec.executor.serviceAcountName is not supported")
+    ):
+        run(write(tmp_path, wf), tmp_path)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _committed_runnables() -> list[Path]:
+    out = sorted(ROOT.glob("pipelines/*/*/samples/*-run.yaml"))
+    hera = sorted(ROOT.glob("hera/*.yaml"))
+    return out + [p for p in hera if p.name not in ("rbac.yaml", "kustomization.yaml")]
+
+
+@pytest.mark.parametrize("path", _committed_runnables(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_committed_run_and_template_parses_as_written(path: Path) -> None:
+    """Every field the renders use (accounts, taskRunSpecs, executor, podMetadata included) is
+    one the emulation reads or documents as a no-op: prepare parses it all, running nothing."""
+    from taskyard.engines import prepare
+
+    if path.parent.name == "hera":
+        engine = prepare(path, {"repo-url": "file:///nowhere"}, {})
+    else:
+        pipeline_file = path.parents[1] / f"{path.parents[2].name}.yaml"
+        engine = prepare(path, {}, {}, extra=[pipeline_file, ROOT / "tasks"])
+    assert engine.nodes
+
+
+def test_every_trigger_templates_pipelinerun_parses_as_written(tmp_path: Path) -> None:
+    from taskyard.engines import prepare
+
+    docs = yaml.safe_load_all((ROOT / "triggers/tekton/templates.yaml").read_text())
+    runs = [r for d in docs if d for r in d["spec"]["resourcetemplates"]]
+    assert runs
+    for i, pr in enumerate(runs):
+        name = pr["spec"]["pipelineRef"]["name"]
+        pipeline_file = next(ROOT.glob(f"pipelines/{name}/*/{name}.yaml"))
+        path = write(tmp_path, pr, name=f"run-{i}.yaml")
+        assert prepare(path, {}, {}, extra=[pipeline_file, ROOT / "tasks"]).nodes

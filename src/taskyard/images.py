@@ -2,6 +2,8 @@
 
 The catalog names each task's image ``ghcr.io/taskyard/<name>:<version>``; this module builds
 exactly those tags from ``images/<name>/Dockerfile`` with the repository root as context.
+One more image is no task's: ``serve``, the model server, built FROM the train image of the
+same registry and version (``Image.from_image``), so it is built after it.
 Where no registry can be reached, :func:`ensure_base` makes the base image with ``debootstrap``
 (Debian bookworm from the host's apt mirror) and ``docker import``, and caches the root
 filesystem as a tarball so the next build (or test session) skips the 70-second bootstrap.
@@ -42,12 +44,22 @@ class Image:
     name: str
     wheels: tuple[str, ...] = ()  # local wheels to stage (distribution names)
     built_in_ci: bool = True  # train-gpu is linted and documented, not built on a CPU machine
+    # Built FROM another catalog image of the same registry and version (not from the base);
+    # its tag arrives as --build-arg <NAME>_IMAGE, e.g. TRAIN_IMAGE.
+    from_image: str = ""
+    task_image: bool = True  # a catalog task's default image (serve is a deployment's)
+
+    @property
+    def from_arg(self) -> str:
+        return self.from_image.upper().replace("-", "_") + "_IMAGE"
 
 
+# In build order: an image comes after the one it is built FROM.
 IMAGES: dict[str, Image] = {
     "git": Image("git"),
     "steps": Image("steps"),
     "train": Image("train", wheels=("torch",)),
+    "serve": Image("serve", from_image="train", task_image=False),
     "train-gpu": Image("train-gpu", built_in_ci=False),
 }
 
@@ -69,7 +81,8 @@ def repo_root() -> Path:
 
 
 def catalog_images() -> set[str]:
-    """The image names the catalog's tasks default to (``REGISTRY/<name>:<version>``)."""
+    """The image names the catalog's tasks default to (``REGISTRY/<name>:<version>``): every
+    ``IMAGES`` entry with ``task_image`` (serve runs models, not tasks)."""
     from taskyard.catalog import TASKS
     from taskyard.catalog.tasks import train
 
@@ -86,13 +99,14 @@ def tag(name: str, registry: str = REGISTRY, version: str = __version__) -> str:
 
 
 def select(names: Sequence[str], *, all_images: bool = False) -> list[Image]:
-    """The images to act on: the named ones, or every one built in CI (``all_images``: all)."""
+    """The images to act on, in build order (``IMAGES``' order: train before serve): the named
+    ones, or every one built in CI (``all_images``: all)."""
     if not names:
         return [i for i in IMAGES.values() if all_images or i.built_in_ci]
     unknown = [n for n in names if n not in IMAGES]
     if unknown:
         raise ImageError(f"unknown image {unknown[0]!r}", "known: " + ", ".join(IMAGES))
-    return [IMAGES[n] for n in dict.fromkeys(names)]
+    return [i for n, i in IMAGES.items() if n in names]
 
 
 # ---- docker ------------------------------------------------------------------------------------
@@ -270,20 +284,32 @@ def build(
     version: str = __version__,
     log: TextIO | None = None,
 ) -> list[str]:
-    """Build the named images (default: all but train-gpu); return the tags, in order."""
+    """Build the named images (default: all but train-gpu); return the tags, in order.
+
+    An image built FROM another (serve FROM train) takes that image's tag of the same registry
+    and version; it must be built in this call or exist already.
+    """
     images = select(names)
     rev = revision()
-    tags = []
+    tags: list[str] = []
     for image in images:
         ref = tag(image.name, registry, version)
-        _say(log, f"building {ref} (base {base})")
+        build_args = [("VERSION", version), ("REVISION", rev)]
+        if image.from_image:
+            parent = tag(image.from_image, registry, version)
+            if parent not in tags and not image_exists(parent):
+                raise ImageError(
+                    f"{image.name} is built FROM {parent}, which is not built",
+                    f"taskyard images build {image.from_image} {image.name}",
+                )
+            build_args.insert(0, (image.from_arg, parent))
+            _say(log, f"building {ref} (from {parent})")
+        else:
+            build_args.insert(0, ("BASE_IMAGE", base))
+            _say(log, f"building {ref} (base {base})")
         with staged_context(image) as ctx:
             args = ["--network", "host", "-f", f"images/{image.name}/Dockerfile", "-t", ref]
-            for key, value in (
-                ("BASE_IMAGE", base),
-                ("VERSION", version),
-                ("REVISION", rev),
-            ):
+            for key, value in build_args:
                 args += ["--build-arg", f"{key}={value}"]
             _docker_build([*args, str(ctx)], log)
         tags.append(ref)

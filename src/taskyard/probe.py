@@ -31,7 +31,12 @@ def last_log_line(dep: Deployment) -> str:
 
 
 def wait_healthy(dep: Deployment, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
-    """Poll /ping until 200; fail fast when the server process dies."""
+    """Poll ``/health`` until 200; fail fast when the server process dies.
+
+    The server (:mod:`taskyard.serving`) listens at once and answers ``/health`` with 503
+    while the model loads, so a connection alone means nothing: only 200 is "ready". A model
+    that cannot load ends the server (exit 1), and its one ``error:`` line is the log's last.
+    """
     deadline = time.monotonic() + timeout
     while True:
         exited = proc.poll() if proc is not None else (None if running(dep.pid) else -1)
@@ -41,13 +46,12 @@ def wait_healthy(dep: Deployment, proc: subprocess.Popen[bytes] | None, timeout:
                 f"the model server exited (code {exited}) before becoming healthy"
                 + (f": {tail}" if tail else "")
             )
-        for path in ("/ping", "/health"):
-            try:
-                with urllib.request.urlopen(dep.url + path, timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (OSError, urllib.error.URLError):
-                pass
+        try:
+            with urllib.request.urlopen(dep.url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (OSError, urllib.error.URLError):  # HTTPError (503: loading) is one of them
+            pass
         if time.monotonic() > deadline:
             tail = last_log_line(dep)
             raise StepError(
@@ -147,8 +151,14 @@ def _http_error(e: urllib.error.HTTPError) -> str:
 
 def smoke(dep: Deployment, payload: dict[str, Any], timeout: float = 60.0) -> str:
     """POST the payload to /invocations; return the answer's text when it predicts every row."""
+    return smoke_url(dep.url, payload, timeout)
+
+
+def smoke_url(url: str, payload: dict[str, Any], timeout: float = 60.0) -> str:
+    """:func:`smoke` against a base URL (a cluster Service, an InferenceService address)."""
+    url = url.rstrip("/")
     req = urllib.request.Request(
-        dep.url + "/invocations",
+        url + "/invocations",
         data=json.dumps(payload).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
@@ -159,7 +169,7 @@ def smoke(dep: Deployment, payload: dict[str, Any], timeout: float = 60.0) -> st
     except urllib.error.HTTPError as e:
         raise StepError(f"smoke request got HTTP {e.code}: {_http_error(e)}") from e
     except OSError as e:
-        raise StepError(f"smoke request to {dep.url}/invocations failed: {e}") from e
+        raise StepError(f"smoke request to {url}/invocations failed: {e}") from e
     try:
         answer = json.loads(body)
     except ValueError as e:

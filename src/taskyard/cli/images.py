@@ -22,7 +22,7 @@ def add_images(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     b = isub.add_parser(
         "build", parents=[common], help="build task images (default: all but train-gpu)"
     )
-    b.add_argument("names", nargs="*", metavar="NAME", help="git, steps, train, train-gpu")
+    b.add_argument("names", nargs="*", metavar="NAME", help="git, steps, train, serve, train-gpu")
     b.add_argument(
         "--base",
         default=os.environ.get("TASKYARD_BASE_IMAGE"),

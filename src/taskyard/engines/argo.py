@@ -35,6 +35,11 @@ Semantics implemented, as argo-workflows documents them (docs/*.md at v4.1.2):
   ``--workspace NAME=DIR`` names, or an empty one when it is ``optional`` (a missing optional
   Secret mounts empty); ``volumeMounts`` with ``mountPath``, ``readOnly``, ``subPath``.
 - ``securityContext`` of the workflow (the pod's) under the container's.
+- no effect on one machine, accepted (:data:`_SPEC_IGNORED`, :data:`_TEMPLATE_IGNORED`):
+  who the pods and the executor run as (``serviceAccountName``,
+  ``automountServiceAccountToken``, ``executor.serviceAccountName``: RBAC of an API server),
+  pod labels (``podMetadata``, a template's ``metadata``: NetworkPolicies), node placement
+  and garbage collection.
 """
 
 from __future__ import annotations
@@ -64,17 +69,31 @@ from taskyard.run.store import CANCELLED, FAILED, SKIPPED, SUCCEEDED, RunRecord
 KINDS = ("WorkflowTemplate", "ClusterWorkflowTemplate", "Workflow")
 _TAG = re.compile(r"\{\{(.*?)\}\}")
 _META = ("name", "generateName", "namespace", "labels", "annotations")
+# Fields with no effect on one machine, accepted as written.
 _SPEC_IGNORED = (
-    "serviceAccountName",  # RBAC: no API server here
+    # Who the pods and the executor run as: RBAC of an API server there is none of here.
+    "serviceAccountName",
+    "executor",
+    "automountServiceAccountToken",
     "podGC",
     "volumeClaimGC",
     "ttlStrategy",
     "nodeSelector",
     "tolerations",
     "affinity",
-    "podMetadata",
+    "podMetadata",  # pod labels/annotations: no NetworkPolicy here
     "workflowMetadata",
     "archiveLogs",
+)
+# A template's fields with no effect on one machine: pod metadata, placement, accounts.
+_TEMPLATE_IGNORED = (
+    "metadata",
+    "nodeSelector",
+    "tolerations",
+    "affinity",
+    "serviceAccountName",
+    "automountServiceAccountToken",
+    "executor",
 )
 CONTAINER_FIELDS = (
     "name",
@@ -174,6 +193,7 @@ class ArgoRun:
             ),
             _SPEC_IGNORED,
         )
+        fields(self.spec.get("executor"), "spec.executor", (), ("serviceAccountName",))
         self.templates = {}
         for i, raw in enumerate(items(self.spec.get("templates"), "spec.templates")):
             name = text((raw or {}).get("name"), f"spec.templates[{i}].name")
@@ -334,7 +354,7 @@ class ArgoRun:
                     "activeDeadlineSeconds",
                     "securityContext",
                 ),
-                ("metadata", "nodeSelector", "tolerations", "affinity"),
+                _TEMPLATE_IGNORED,
             )
         )
 
@@ -346,6 +366,7 @@ class ArgoRun:
             raise RunError(
                 f"{where}: only dag and container templates are supported by taskyard run"
             )
+        fields(tmpl.get("executor"), f"{where}.executor", (), ("serviceAccountName",))
         c = fields(
             tmpl["container"],
             f"{where}.container",

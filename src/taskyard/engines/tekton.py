@@ -34,6 +34,13 @@ Semantics implemented, each as tektoncd/pipeline documents it (docs/*.md at v1.x
   claim keeps its files, as a PVC does); ``secret``/``configMap`` need ``--workspace NAME=DIR``.
 - ``taskRef`` by name (Tasks in the given files), ``taskSpec`` inline, or ``resolver: git``
   (``url``/``revision``/``pathInRepo``) read with ``git show`` from a local clone.
+- no effect on one machine, accepted (:data:`_POD_IGNORED` and the ``ignored`` of each
+  ``fields`` call): ``taskRunTemplate.serviceAccountName`` and ``taskRunSpecs[]``'
+  ``serviceAccountName``, ``podTemplate`` node placement and ``metadata`` (who a pod runs as
+  and how it is labelled matter to an API server and NetworkPolicies, neither of which is
+  here); a ``taskRunSpecs`` entry whose ``pipelineTaskName`` is not a task of the Pipeline
+  fails the run before anything starts, as Tekton's ``InvalidTaskRunSpecs``
+  (pkg/reconciler/pipelinerun/resources/pipelinerunresolution.go ``ValidateTaskRunSpecs``).
 """
 
 from __future__ import annotations
@@ -71,6 +78,9 @@ _VAR = re.compile(r"\$\(([^()]*)\)")
 _PARAM = re.compile(r"""^params(?:\.([\w.-]+)|\[["']([\w.-]+)["']\])$""")
 _KNOWN = ("params", "results", "workspaces", "tasks", "context", "steps")
 _META = ("name", "generateName", "namespace", "labels", "annotations")
+# Fields with no effect on one machine: node placement, and who the pods run as
+# (serviceAccountName: RBAC of an API server there is none of here).
+_POD_IGNORED = ("nodeSelector", "tolerations", "affinity", "priorityClassName", "schedulerName")
 STEP_FIELDS = ("name", "image", "command", "args", "env", "workingDir", "script", "securityContext")
 
 
@@ -155,6 +165,7 @@ class TektonRun:
         self.nodes = [self._node(pt) for pt in self.ptasks]
         self.timeouts = self._timeouts(run_spec)
         self.pod_security = self._pod_security(run_spec)
+        self._task_run_specs(run_spec)
 
     # ---- loading -----------------------------------------------------------------------
     def _pipelinerun(self, run: dict) -> Mapping[str, Any]:
@@ -163,8 +174,15 @@ class TektonRun:
         return fields(
             run.get("spec"),
             "PipelineRun.spec",
-            ("pipelineRef", "pipelineSpec", "params", "workspaces", "timeouts", "taskRunTemplate"),
-            ("taskRunSpecs",),  # per-task pod templates: node placement only, on one machine
+            (
+                "pipelineRef",
+                "pipelineSpec",
+                "params",
+                "workspaces",
+                "timeouts",
+                "taskRunTemplate",
+                "taskRunSpecs",
+            ),
         )
 
     def _pipeline_of(self, run_spec: Mapping[str, Any]) -> dict:
@@ -421,7 +439,7 @@ class TektonRun:
             tmpl.get("podTemplate"),
             "taskRunTemplate.podTemplate",
             ("securityContext",),
-            ("nodeSelector", "tolerations", "affinity", "priorityClassName", "schedulerName"),
+            _POD_IGNORED,
         )
         return fields(
             pod.get("securityContext"),
@@ -429,6 +447,29 @@ class TektonRun:
             ("runAsUser", "runAsGroup", "runAsNonRoot", "fsGroup", "seccompProfile"),
             ("supplementalGroups",),
         )
+
+    def _task_run_specs(self, run_spec: Mapping[str, Any]) -> None:
+        """``taskRunSpecs``: what one machine has no use for (the account, node placement, pod
+        labels) is accepted and has no effect; each must name a task of the Pipeline, or the
+        run fails before anything starts, as Tekton fails it (InvalidTaskRunSpecs:
+        pkg/reconciler/pipelinerun/resources/pipelinerunresolution.go ``ValidateTaskRunSpecs``,
+        over ``tasks`` and ``finally``)."""
+        names = {pt.name for pt in self.ptasks}
+        for i, raw in enumerate(
+            items(run_spec.get("taskRunSpecs"), "PipelineRun.spec.taskRunSpecs")
+        ):
+            where = f"PipelineRun.spec.taskRunSpecs[{i}]"
+            trs = fields(
+                raw, where, ("pipelineTaskName",), ("serviceAccountName", "podTemplate", "metadata")
+            )
+            fields(trs.get("podTemplate"), f"{where}.podTemplate", (), _POD_IGNORED)
+            fields(trs.get("metadata"), f"{where}.metadata", (), ("labels", "annotations"))
+            name = text(trs.get("pipelineTaskName", ""), f"{where}.pipelineTaskName")
+            if name not in names:
+                raise RunError(
+                    f"InvalidTaskRunSpecs: pipelineRun's taskrunSpecs defined wrong taskName: "
+                    f"{name!r}, does not exist in Pipeline"
+                )
 
     # ---- the run -----------------------------------------------------------------------
     def bind(self, rec: RunRecord) -> None:

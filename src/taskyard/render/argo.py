@@ -11,7 +11,26 @@ One WorkflowTemplate per pipeline:
 - the ``source`` workspace is a ``volumeClaimTemplates`` PVC; optional workspaces are optional
   Secret volumes named like the workspace;
 - ``finally`` tasks form the ``finally`` DAG, run as the workflow's exit handler (``onExit``);
-- pipeline results are exported as global output parameters (``globalName``).
+- pipeline results are exported as global output parameters (``globalName``);
+- who the pods run as: each container template's ``serviceAccountName`` is its task kind's
+  account (:mod:`taskyard.render.accounts`; a template's wins over the workflow's,
+  argo-workflows v4.1.2 workflow/controller/workflowpod.go ``setupServiceAccount``), and the
+  tokenless kinds' templates set ``automountServiceAccountToken: false`` (docs/security.md).
+  The executor still reports outputs as ``WorkflowTaskResult`` objects, so
+  ``spec.executor.serviceAccountName`` names :data:`WORKFLOW_SERVICE_ACCOUNT`: the controller
+  mounts that account's token Secret into the executor containers only (workflowpod.go
+  ``executorServiceAccountName``, ``setupServiceAccount`` adds the ``exec-sa-token`` volume,
+  ``newExecContainer`` mounts it at /var/run/secrets/kubernetes.io/serviceaccount; the Secret
+  is found by name, ``<account>.service-account-token``, util/secrets/secret_name.go,
+  docs/service-account-secrets.md; it is in hera/rbac.yaml, :mod:`taskyard.render.argo_rbac`),
+  and refuses a template with ``automountServiceAccountToken: false`` and no executor account
+  ("executor.serviceAccountName must not be empty if automountServiceAccountToken is false");
+- ``spec.podMetadata.labels`` carries ``app.kubernetes.io/part-of: taskyard`` onto every pod
+  (workflowpod.go ``addMetadata``; the template's own ``metadata.labels`` are not copied). A
+  Workflow or CronWorkflow that runs the template by ``workflowTemplateRef`` needs neither:
+  the controller runs the Workflow's spec merged over the template's (workflow/util/merge.go
+  ``JoinWorkflowSpec``, called from operator.go ``setExecWorkflow``), so ``podMetadata``,
+  ``executor``, ``serviceAccountName`` and the templates all come from the WorkflowTemplate.
 
 Every ``$(...)`` reference goes through :func:`taskyard.spec.refs.substitute`.
 """
@@ -34,8 +53,10 @@ from hera.workflows import (
 from hera.workflows.models import (
     Cache,
     Capabilities,
+    ExecutorConfig,
     LocalObjectReference,
     Memoize,
+    Metadata,
     ObjectMeta,
     PersistentVolumeClaim,
     PersistentVolumeClaimSpec,
@@ -57,6 +78,7 @@ from hera.workflows.models import (
 )
 
 from taskyard.errors import RenderError
+from taskyard.render import accounts
 from taskyard.render.values import CATALOG
 from taskyard.spec import Param, PipelineSpec, PipelineTask, refs
 
@@ -96,9 +118,12 @@ class Options:
     memoize_train: bool = False
     memoize_max_age: str = "168h"
     memoize_cache: str = "taskyard-train-cache"
-    # The pods' ServiceAccount: hera/rbac.yaml's, which may write the executor's task results
-    # (see taskyard.render.argo_rbac); None leaves the namespace's `default` account.
-    service_account: str | None = WORKFLOW_SERVICE_ACCOUNT
+    # One ServiceAccount for every task pod (the Hera programs' --service-account) instead of
+    # each task kind's (None, the default: render/accounts.py, deploy/namespace/rbac.yaml).
+    service_account: str | None = None
+    # The executor's account: hera/rbac.yaml's, which may write the executor's task results
+    # (taskyard.render.argo_rbac); None: the executor uses the pod's own token, if any.
+    executor_account: str | None = WORKFLOW_SERVICE_ACCOUNT
     namespace: str | None = None  # metadata.namespace (None: wherever it is applied)
 
 
@@ -330,7 +355,19 @@ def container_template(
         node_selector=dict(opts.gpu_node_selector) if gpu and opts.gpu_node_selector else None,
         tolerations=list(opts.gpu_tolerations) if gpu and opts.gpu_tolerations else None,
         memoize=_memoize(t, opts),
+        **_account(t, opts),
     )
+
+
+def _account(t: PipelineTask, opts: Options) -> dict:
+    """The template's ``serviceAccountName`` (its kind's) and, for a kind that never calls the
+    API server, no token in the pod (only the executor's, mounted by the controller)."""
+    if opts.service_account:
+        return {}
+    out: dict = {"service_account_name": accounts.account_of(t.task.name)}
+    if opts.executor_account and not accounts.mounts_token(t.task.name):
+        out["automount_service_account_token"] = False
+    return out
 
 
 def dag_task(spec: PipelineSpec, t: PipelineTask, globals_: Mapping[tuple[str, str], str]) -> Task:
@@ -424,7 +461,13 @@ def workflow_template(spec: PipelineSpec, opts: Options | None = None) -> Workfl
         pod_gc=PodGC(strategy="OnPodSuccess"),
         volume_claim_gc=VolumeClaimGC(strategy="OnWorkflowSuccess"),
         ttl_strategy=TTLStrategy(seconds_after_success=86400, seconds_after_failure=7 * 86400),
-        service_account_name=opts.service_account,
+        service_account_name=opts.service_account or accounts.DEFAULT_ACCOUNT,
+        executor=(
+            ExecutorConfig(service_account_name=opts.executor_account)
+            if opts.executor_account
+            else None
+        ),
+        pod_metadata=Metadata(labels=dict(accounts.POD_LABELS)),
         security_context=PodSecurityContext(
             run_as_non_root=True,
             run_as_user=uid,

@@ -1,13 +1,22 @@
-"""The ServiceAccount the WorkflowTemplates run as, and the least the Argo executor needs.
+"""The Argo executor's ServiceAccount, its token Secret, and the least the executor needs.
 
-Without it every pod runs as the namespace's ``default`` account, and on Argo >= 3.4 the
-executor cannot report a task's outputs (``valueFrom.path`` results): it writes them as
+The task pods run as their kind's account (:mod:`taskyard.render.accounts`, most with no
+token); the executor containers of every pod use this one instead, through the
+WorkflowTemplates' ``spec.executor.serviceAccountName`` (:mod:`taskyard.render.argo`). On Argo
+>= 3.4 the executor reports a task's outputs (``valueFrom.path`` results) as
 ``WorkflowTaskResult`` objects. argo-workflows docs/workflow-rbac.md (tag v4.1.2), "The minimum
 for the executor to function ... For >= v3.4": ``workflowtaskresults`` ``create`` and ``patch``
 in ``argoproj.io``; the same rules as manifests/quick-start/base/executor/emissary/
 executor-role.yaml, and the calls workflow/executor/taskresult.go makes (``Create``, then
 merge ``Patch``). The steps themselves never call the Kubernetes API, so nothing else is granted;
 memoization's ConfigMap cache is written by the controller's own role (docs/memoization.md).
+
+The controller mounts the executor account's token from a Secret it looks up by name,
+``<account>.service-account-token`` (util/secrets/secret_name.go ``TokenNameForServiceAccount``,
+called from workflow/controller/operator.go ``getServiceAccountTokenName``); since Kubernetes
+1.24 no such Secret is made for an account, so it is rendered here, the way
+docs/service-account-secrets.md "Option 1 - Discovery By Name" shows (Kubernetes' token
+controller fills it in). No pod runs as this account, so it mounts no token itself.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ EXECUTOR_RULES: tuple[dict[str, Any], ...] = (
         "verbs": ["create", "patch"],
     },
 )
+TOKEN_TYPE = "kubernetes.io/service-account-token"
 _LABELS = {"app.kubernetes.io/part-of": "taskyard", "app.kubernetes.io/component": "workflow"}
 
 
@@ -37,13 +47,27 @@ def _meta(name: str, namespace: str | None) -> dict[str, Any]:
     return meta
 
 
+def token_secret(account: str = WORKFLOW_SERVICE_ACCOUNT) -> str:
+    """The name Argo finds the executor's token Secret by (util/secrets/secret_name.go)."""
+    return f"{account}.service-account-token"
+
+
 def objects(
     namespace: str | None = None, account: str = WORKFLOW_SERVICE_ACCOUNT
 ) -> list[dict[str, Any]]:
-    """ServiceAccount, Role and RoleBinding (namespaced: apply them where the workflows run)."""
+    """ServiceAccount, its token Secret, Role and RoleBinding (namespaced: apply them where the
+    workflows run)."""
     role = f"{account}-executor"
+    token = _meta(token_secret(account), namespace)
+    token["annotations"] = {"kubernetes.io/service-account.name": account}
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(account, namespace)},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _meta(account, namespace),
+            "automountServiceAccountToken": False,
+        },
+        {"apiVersion": "v1", "kind": "Secret", "metadata": token, "type": TOKEN_TYPE},
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",

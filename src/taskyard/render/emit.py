@@ -19,6 +19,7 @@ ENGINES = {
     "triggers-argo": "taskyard.render.triggers_argo",
     "namespace": "taskyard.render.namespace",
     "mlflow": "taskyard.render.mlflow_manifests",
+    "serving": "taskyard.render.serving",
     # Last: its kustomizations list what the engines above render (render/distribution.py).
     "distribution": "taskyard.render.distribution",
 }

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+from taskyard.kube.manifests import container_security, pod_security
 from taskyard.render import yamlfmt
 
 NAME = "mlflow"
@@ -185,15 +186,7 @@ def container(
             "requests": {"cpu": cpu, "memory": memory},
             "limits": {"memory": memory},
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "runAsUser": UID,
-            "runAsGroup": UID,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": container_security(UID),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *mounts],
     }
 
@@ -202,13 +195,7 @@ def pod_spec(ctr: dict[str, Any], volumes: list[dict[str, Any]]) -> dict[str, An
     return {
         "serviceAccountName": NAME,
         "automountServiceAccountToken": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": UID,
-            "runAsGroup": UID,
-            "fsGroup": UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security(UID),
         "containers": [ctr],
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}, *volumes],
     }

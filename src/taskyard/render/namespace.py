@@ -5,50 +5,55 @@ Pure functions (:class:`NamespaceOptions` -> list of dicts) and :func:`files`, n
 - PodSecurity: the ``pod-security.kubernetes.io/{enforce,audit,warn}`` namespace labels
   (https://kubernetes.io/docs/concepts/security/pod-security-admission/), all ``restricted``;
   the rendered Task/Workflow pods already run non-root with ``seccompProfile: RuntimeDefault``.
-- RBAC: one ServiceAccount per task kind. Only ``taskyard-deploy`` calls the API server, so it
-  alone mounts a token and has a Role: Deployments, Services and KServe InferenceServices in
-  this namespace only (a Role, never a ClusterRole). The verbs are what a server-side-apply
-  rollout needs: server-side apply is a ``PATCH`` with ``application/apply-patch+yaml``
+- RBAC: one ServiceAccount per task kind (:mod:`taskyard.render.accounts`: the same map the
+  Tekton and Argo renders run each task's pods as). Only ``taskyard-deploy`` calls the API
+  server, so it alone mounts a token and has a Role: Deployments, Services and KServe
+  InferenceServices in this namespace only (a Role, never a ClusterRole). The verbs are what a
+  server-side-apply rollout needs: server-side apply is a ``PATCH`` with
+  ``application/apply-patch+yaml``
   (https://kubernetes.io/docs/reference/using-api/server-side-apply/), creating the object when
-  absent, so ``patch`` (and ``create``) is required; ``get``/``list``/``watch`` to wait for the
-  rollout; ``update``/``delete`` for the rollback and removing a canary.
+  absent, so ``patch`` (and ``create``) is required; ``get``/``list``/``watch`` to
+  wait for the rollout; ``update``/``delete`` for the rollback and removing a canary.
 - Quota: a ResourceQuota with ``requests.nvidia.com/gpu`` (extended resources are quota'd only
   as ``requests.<name>``, https://kubernetes.io/docs/concepts/policy/resource-quotas/ "Resource
   quota for extended resources") and a LimitRange giving containers default requests/limits
   (a quota on cpu/memory makes a pod without them be refused otherwise).
 - Network: ingress denied by default; model servers (``app.kubernetes.io/component:
   model-server``) reachable from any pod of the namespace on their port; MLflow
-  (``app.kubernetes.io/name: mlflow``) only from pipeline pods. Pipeline pods are picked by the
-  labels each engine itself puts on every pod it creates, since our Task/WorkflowTemplate labels
-  do not all reach pods: Tekton sets ``tekton.dev/taskRun`` on each TaskRun pod
-  (tektoncd/pipeline pkg/pod/pod.go ``makeLabels``; Task and Pipeline labels are copied to pods
-  too, docs/labels.md), Argo sets ``workflows.argoproj.io/workflow`` on each workflow pod
-  (argo-workflows workflow/controller/workflowpod.go; only template ``metadata.labels`` or
-  ``spec.podMetadata`` are copied, not the WorkflowTemplate's own labels). To narrow it to
-  taskyard's pipelines, put ``app.kubernetes.io/part-of: taskyard`` in the Tekton Pipeline's
-  (or PipelineRun's) labels, which Tekton copies to pods (its podTemplate carries no labels),
-  and in the Argo WorkflowTemplate's ``spec.podMetadata.labels``; then set
-  ``NamespaceOptions.pipeline_peers`` to match that label.
+  (``app.kubernetes.io/name: mlflow``) only from taskyard's pods: those labelled
+  ``app.kubernetes.io/part-of: taskyard`` (:data:`PIPELINE_PEERS`, the default). The label
+  reaches every pipeline pod: on Tekton it is on every rendered Pipeline and Task, and Tekton
+  copies Pipeline labels to the PipelineRun (pkg/reconciler/pipelinerun/pipelinerun.go
+  ``storePipelineSpecAndMergeMeta``), PipelineRun labels to each TaskRun
+  (``createChildResourceLabels``, ``combineTaskRunAndTaskSpecLabels``) and TaskRun labels to
+  its pod (pkg/pod/pod.go ``makeLabels``; docs/labels.md "Label propagation"); on Argo it is
+  in each WorkflowTemplate's ``spec.podMetadata.labels``, which the controller copies onto
+  every pod (argo-workflows v4.1.2 workflow/controller/workflowpod.go ``addMetadata``; the
+  WorkflowTemplate's own ``metadata.labels`` are not copied), and a Workflow that runs the
+  template by ``workflowTemplateRef`` (the CronWorkflow, the Sensors) gets it through the
+  merged spec (workflow/util/merge.go ``JoinWorkflowSpec``). Other pods of the namespace
+  carrying the label (taskyard's own CronJob poster, model servers) are let in too.
+  The alternative, :data:`ENGINE_PEERS`: the labels each engine itself puts on every pod it
+  creates, whatever our renders say -- Tekton ``tekton.dev/taskRun`` (pkg/pod/pod.go
+  ``makeLabels``), Argo ``workflows.argoproj.io/workflow`` (workflowpod.go) -- which admits
+  every Tekton/Argo pipeline pod of the namespace, taskyard's or not; pass it as
+  ``NamespaceOptions(pipeline_peers=ENGINE_PEERS)``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskyard.render import yamlfmt
+from taskyard.render import accounts, yamlfmt
 from taskyard.render.emit import HEADER
 
-PART_OF = "taskyard"
-DEPLOY_ACCOUNT = "taskyard-deploy"
-# Task kind -> ServiceAccount; ml covers test/train/evaluate/promote (only MLflow, no API server).
-ACCOUNTS: dict[str, str] = {
-    "clone": "taskyard-clone",
-    "ml": "taskyard-ml",
-    "deploy": DEPLOY_ACCOUNT,
-    "report": "taskyard-report",
-}
-ML_TASKS = ("test", "train", "evaluate", "promote")
+PART_OF = accounts.PART_OF
+DEPLOY_ACCOUNT = accounts.DEPLOY_ACCOUNT
+# Task kind -> ServiceAccount; ml covers run-tests/train/train-gpu/evaluate/promote (only MLflow).
+ACCOUNTS: Mapping[str, str] = accounts.ACCOUNTS
+ML_TASKS = accounts.tasks_of(accounts.ML)
 DEPLOY_VERBS = ("get", "list", "watch", "create", "update", "patch", "delete")
 DEPLOY_RULES: tuple[dict[str, Any], ...] = (
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": list(DEPLOY_VERBS)},
@@ -59,8 +64,12 @@ DEPLOY_RULES: tuple[dict[str, Any], ...] = (
         "verbs": list(DEPLOY_VERBS),
     },
 )
-# Labels every pipeline pod carries, set by the engines themselves (module docstring).
+# taskyard's pods: the label the renders put on every pipeline pod (module docstring).
 PIPELINE_PEERS: tuple[dict[str, Any], ...] = (
+    {"podSelector": {"matchLabels": {accounts.PART_OF_KEY: accounts.PART_OF}}},
+)
+# The alternative: the labels each engine itself sets on every pod it creates (any pipeline).
+ENGINE_PEERS: tuple[dict[str, Any], ...] = (
     {"podSelector": {"matchExpressions": [{"key": "tekton.dev/taskRun", "operator": "Exists"}]}},
     {
         "podSelector": {
@@ -125,7 +134,7 @@ def rbac(opts: NamespaceOptions) -> list[dict[str, Any]]:
                 "apiVersion": "v1",
                 "kind": "ServiceAccount",
                 "metadata": meta,
-                "automountServiceAccountToken": account == DEPLOY_ACCOUNT,
+                "automountServiceAccountToken": kind in accounts.TOKEN_KINDS,
             }
         )
     docs.append(

@@ -11,6 +11,8 @@ with the team's values instead of the catalog's placeholders.
     argo/<p>.yaml, argo/<p>-cron.yaml                       WorkflowTemplate, CronWorkflow
     argo/rbac.yaml                                          the templates' ServiceAccount + Role
     triggers/argo-events/*.yaml                             GitHub EventSource, Sensor, RBAC
+    namespace/rbac.yaml                                     the task kinds' ServiceAccounts (the
+                                                            runs above name them) + deploy's Role
 
 The same renderers as the catalog's, given a :class:`~taskyard.render.values.Values` with
 ``pinned=True``: every run and trigger clones the given repository with the given model name and
@@ -28,7 +30,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskyard.errors import RenderError
-from taskyard.render import argo, argo_rbac, emit, tekton, triggers_argo, triggers_tekton
+from taskyard.render import (
+    argo,
+    argo_rbac,
+    emit,
+    namespace,
+    tekton,
+    triggers_argo,
+    triggers_tekton,
+)
 from taskyard.render._triggers import CronTrigger, Plan, PushTrigger, to_text
 from taskyard.render.argo_files import text as argo_text
 from taskyard.render.tekton_files import pipeline_dir, task_dir, to_yaml
@@ -220,4 +230,20 @@ def files(spec: PipelineSpec, values: Values, schedule: Schedule | None = None) 
         out[f"argo/{spec.name}-cron.yaml"] = argo_text(argo.cron_workflow(spec, cron))
     push_only = Plan(push=triggers.push, cron=(), values=values, pipelines=triggers.pipelines)
     out.update(_trigger_files(triggers_argo.FOLDER, triggers_argo.objects(push_only), values))
+    # Every run above names its tasks' accounts: they must exist where the runs do.
+    out["namespace/rbac.yaml"] = to_text(_accounts(values))
     return out
+
+
+def _accounts(values: Values) -> list[dict[str, Any]]:
+    """The task kinds' ServiceAccounts and deploy's Role (render/namespace.py), in the render's
+    namespace, or in none (wherever they are applied: a RoleBinding's ServiceAccount subject
+    without a namespace is the binding's own, as hera/rbac.yaml's)."""
+    docs = namespace.rbac(namespace.NamespaceOptions(namespace=values.namespace))
+    if values.set_namespace:
+        return docs
+    for doc in docs:
+        doc["metadata"].pop("namespace", None)
+        for subject in doc.get("subjects", []):
+            subject.pop("namespace", None)
+    return docs

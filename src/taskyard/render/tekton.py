@@ -9,24 +9,40 @@ substitutions"): ``$(...)`` is replaced in ``steps[].image``, ``command``, ``arg
 and params as args, with no ``script`` at all; ``$(workspaces.NAME.path)`` of an unbound optional
 workspace is the empty string (the steps treat an empty path as "not given");
 ``$(tasks.status)`` and ``$(tasks.TASK.status)`` exist only in ``finally`` tasks.
+
+Who the pods run as (:mod:`taskyard.render.accounts`): a run's ``taskRunTemplate`` names the
+default kind's account (``taskyard-ml``) and ``taskRunSpecs`` the tasks whose account differs
+(``pipelineTaskName`` + ``serviceAccountName``; docs/pipelineruns.md "Specifying taskRunSpecs":
+they override the pipeline-wide ``serviceAccountName``, pkg/apis/pipeline/v1/
+pipelinerun_types.go ``GetTaskRunSpec``, and a ``pipelineTaskName`` the Pipeline lacks fails
+the run, InvalidTaskRunSpecs, pkg/reconciler/pipelinerun/resources/pipelinerunresolution.go
+``ValidateTaskRunSpecs``). Every Task and Pipeline is labelled ``app.kubernetes.io/part-of:
+taskyard``, which Tekton copies to the runs and their pods (docs/labels.md "Label
+propagation": Pipeline -> PipelineRun, pkg/reconciler/pipelinerun/pipelinerun.go
+``storePipelineSpecAndMergeMeta``; PipelineRun -> TaskRun, ``createChildResourceLabels``;
+Task -> TaskRun, pkg/reconciler/taskrun/taskrun.go ``storeTaskSpecAndMergeMeta``;
+TaskRun -> Pod, pkg/pod/pod.go ``makeLabels``): the
+MLflow NetworkPolicy admits pods by it (:mod:`taskyard.render.namespace`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from taskyard.render import accounts
 from taskyard.render.docs import duration, sample_params
 from taskyard.render.values import CATALOG, Values
 from taskyard.spec import Param, PipelineSpec, PipelineTask, TaskSpec, refs
 
 API = "tekton.dev/v1"
-# The oldest Pipelines release serving everything rendered here (tektoncd/pipeline, checked in
-# its history): the v1 CRDs are served since v0.44.0 (config/300-pipeline.yaml, `name: v1`,
-# `served: true`); Task/Pipeline ``spec.displayName`` (TEP-0047, commit 3d86fa5ce) is first in
-# v0.47.0; results, when, finally, retries, optional workspaces, ``timeouts`` and
-# ``taskRunTemplate`` are in v1 from the start, and none of them is behind ``enable-api-fields``
-# at v0.47.0 (pkg/apis/pipeline/v1/*_validation.go gate only matrix, stepSpecs, sidecarSpecs,
-# taskRunSpecs[].computeResources, step workspaces and object params, none used).
+# The oldest Pipelines release serving everything rendered here (tektoncd/pipeline, checked in its
+# history): the v1 CRDs are served since v0.44.0 (config/300-pipeline.yaml, `name: v1`, `served:
+# true`); Task/Pipeline ``spec.displayName`` (TEP-0047, commit 3d86fa5ce) is first in v0.47.0;
+# results, when, finally, retries, optional workspaces, ``timeouts``, ``taskRunTemplate`` and
+# ``taskRunSpecs`` (both with ``serviceAccountName``) are in v1 from the start, and none of them
+# is behind ``enable-api-fields`` at v0.47.0 (pkg/apis/pipeline/v1/*_validation.go gate only
+# matrix, stepSpecs, sidecarSpecs, taskRunSpecs[].computeResources, step workspaces and object
+# params, none used).
 MIN_VERSION = "0.47.0"
 # The distroless "nonroot" uid (also what tektoncd's git-clone runs as); the task images own
 # their HOME for it, and run samples set fsGroup to it so a fresh PVC is writable.
@@ -68,7 +84,7 @@ def _metadata(
     annotations.update(artifacthub.annotations())
     return {
         "name": name,
-        "labels": {"app.kubernetes.io/version": version},
+        "labels": {"app.kubernetes.io/version": version, **accounts.POD_LABELS},
         "annotations": annotations,
     }
 
@@ -250,6 +266,7 @@ def taskrun_sample(t: TaskSpec, values: Values = CATALOG) -> dict[str, Any]:
         spec["workspaces"] = [
             {"name": w.name, "persistentVolumeClaim": {"claimName": SOURCE_CLAIM}} for w in spaces
         ]
+    spec["serviceAccountName"] = accounts.account_of(t.name)
     spec["podTemplate"] = _pod_template(bool(t.resources.gpu))
     return {
         "apiVersion": API,
@@ -257,6 +274,19 @@ def taskrun_sample(t: TaskSpec, values: Values = CATALOG) -> dict[str, Any]:
         "metadata": {"generateName": f"{t.name}-"},
         "spec": spec,
     }
+
+
+def task_run_specs(p: PipelineSpec) -> list[dict[str, str]]:
+    """``taskRunSpecs`` for the tasks whose account is not the ``taskRunTemplate``'s one.
+
+    Only ``serviceAccountName``: node placement stays in ``taskRunTemplate`` (see
+    :func:`pipelinerun_sample`).
+    """
+    return [
+        {"pipelineTaskName": t.name, "serviceAccountName": accounts.account_of(t.task.name)}
+        for t in p.all_tasks
+        if accounts.account_of(t.task.name) != accounts.DEFAULT_ACCOUNT
+    ]
 
 
 def pipelinerun_sample(p: PipelineSpec, values: Values = CATALOG) -> dict[str, Any]:
@@ -272,6 +302,8 @@ def pipelinerun_sample(p: PipelineSpec, values: Values = CATALOG) -> dict[str, A
     ``affinityAssistantStatefulSet``; docs/affinityassistants.md). A GPU selector only on the
     train task would put the assistant, and so the whole run, on a node without a GPU. With
     the assistant off, a ReadWriteOnce PVC still keeps the run on one node, so the same holds.
+
+    Each task's pods run as its kind's ServiceAccount (module docstring, :func:`task_run_specs`).
     """
     spec: dict[str, Any] = {"pipelineRef": {"name": p.name}}
     params = sample_params(p.params, values)
@@ -289,7 +321,12 @@ def pipelinerun_sample(p: PipelineSpec, values: Values = CATALOG) -> dict[str, A
     if budget := timeouts(p):
         spec["timeouts"] = budget
     gpu = any(t.task.resources.gpu for t in p.all_tasks)
-    spec["taskRunTemplate"] = {"podTemplate": _pod_template(gpu)}
+    spec["taskRunTemplate"] = {
+        "serviceAccountName": accounts.DEFAULT_ACCOUNT,
+        "podTemplate": _pod_template(gpu),
+    }
+    if specs := task_run_specs(p):
+        spec["taskRunSpecs"] = specs
     return {
         "apiVersion": API,
         "kind": "PipelineRun",

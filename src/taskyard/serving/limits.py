@@ -49,20 +49,28 @@ def json_depth(data: bytes, cap: int = 1 << 20) -> int:
     return depth + bare.count(b"[") + bare.count(b"{")
 
 
-async def _reply(send: Send, status: int, message: str) -> None:
-    body = json.dumps({"error_code": "BAD_REQUEST", "message": message}).encode()
+async def send_json(
+    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()
+) -> None:
+    """A complete JSON response (the one way this package answers by itself)."""
+    data = json.dumps(body).encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
+                (b"content-length", str(len(data)).encode()),
+                *headers,
             ],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": data})
+
+
+async def _reply(send: Send, status: int, message: str) -> None:
+    body = {"error_code": "BAD_REQUEST", "message": message}
+    await send_json(send, status, body, [(b"connection", b"close")])
 
 
 async def _drain(receive: Receive, seen: int) -> None:

@@ -1,4 +1,8 @@
-"""deploy: serve a model version locally, smoke-test it, roll the alias back on any failure.
+"""deploy: serve a model version, smoke-test it, roll the alias back on any failure.
+
+Targets: ``local`` (a server process on this machine, below), ``kubernetes`` (Deployment +
+Service) and ``kserve`` (an InferenceService); the cluster targets are in
+:mod:`taskyard.steps._cluster_deploy` and share everything here but the serving itself.
 
 Which version: ``--model-version`` (the pipeline passes promote's result), else the version the
 alias points at now. A version given but no longer the alias's (a later run promoted a better
@@ -28,13 +32,13 @@ from typing import Any
 
 from taskyard import deployments, probe
 from taskyard.errors import StepError
+from taskyard.kube.manifests import CLUSTER_TARGETS, TARGETS
 from taskyard.locks import model_lock
-from taskyard.steps import _cli, _mlflow
+from taskyard.steps import _cli, _cluster_deploy, _mlflow
 from taskyard.steps._mlflow import current_alias, one_line, registry_client
 from taskyard.steps._results import write_results
 
 STEP = "deploy"
-TARGETS = ("local",)
 DEFAULT_HEALTH_TIMEOUT = 120.0
 FAILURE_STOP_GRACE = 3.0  # a failing deploy must finish its cleanup inside the engine's grace
 
@@ -54,11 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--alias", default="champion")
     p.add_argument("--previous-alias", default="previous-champion")
-    p.add_argument("--target", default="local")
+    p.add_argument("--target", default="local", choices=TARGETS)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", default="0", help="0 or empty: a free port")
     p.add_argument("--keep-serving", type=_cli.boolean, default=True)
     p.add_argument("--health-timeout", default=str(DEFAULT_HEALTH_TIMEOUT), help="seconds")
+    _cluster_deploy.add_arguments(p)
     return p
 
 
@@ -115,11 +120,6 @@ def serve(
     """Start, probe and keep (or stop) the server of ``version``; raise on any failure.
 
     The server started is appended to ``started`` at once, so the caller can stop it."""
-    if args.target not in TARGETS:
-        raise StepError(
-            f"target {args.target!r} is not supported by this step (supported: "
-            f"{', '.join(TARGETS)}); the Kubernetes target is rendered, not run here"
-        )
     port = port_number(args.port)
     health_timeout = seconds("--health-timeout", args.health_timeout, DEFAULT_HEALTH_TIMEOUT)
     model_uri = f"models:/{name}/{version}"
@@ -180,6 +180,16 @@ def serve(
     }
 
 
+def cluster_uri(args: argparse.Namespace, tracking_uri: str) -> None:
+    """The model server's pods load ``models:/`` through this URI: it must be a server."""
+    if args.model_source == "mlflow" and not tracking_uri.startswith(("http://", "https://")):
+        raise StepError(
+            f"--target {args.target}: the model server loads the model through MLflow, but "
+            f"the tracking URI {tracking_uri!r} is no server its pods can reach (use the "
+            "cluster's MLflow, http://mlflow.<namespace>.svc.cluster.local:5000)"
+        )
+
+
 def skipped(args: argparse.Namespace, why: str) -> dict[str, Any]:
     return {
         "results": {"url": "", "model-version": "", "smoke-prediction": ""},
@@ -211,7 +221,11 @@ def deploy(args: argparse.Namespace) -> dict[str, Any]:
             raise StepError(f"registered model {name!r} has no alias {args.alias!r} to deploy")
         started: list[deployments.Deployment] = []
         try:
-            record = serve(args, name, version, tracking_uri, started)
+            if args.target in CLUSTER_TARGETS:
+                cluster_uri(args, tracking_uri)
+                record = _cluster_deploy.serve(args, client, name, version, tracking_uri)
+            else:
+                record = serve(args, name, version, tracking_uri, started)
         except BaseException as e:
             with _cli.uninterrupted():  # the registry first, then the server we started
                 outcome = rollback(client, name, args.alias, args.previous_alias, version)
@@ -234,6 +248,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _cli.write_record(args.source, STEP, record)
     if "skipped" in record:
         print(f"skipped: {record['skipped']}")
+        return record
+    results = record["results"]
+    if "cluster" in record:
+        where = f"{record['target']}, namespace {record['cluster']['namespace']}"
+        print(f"{args.model_name} version {results['model-version']} serving at {results['url']} "
+              f"({where})")  # fmt: skip
+        print(f"smoke prediction: {results['smoke-prediction']}")
         return record
     dep = record["deployment"]
     state = "serving" if record["kept_serving"] else "smoke-tested and stopped"

@@ -109,6 +109,11 @@ def build(
                 "promoted": result("promote", "promoted"),
                 "port": param("deploy-port"),
                 "keep-serving": param("keep-serving"),
+                "target": param("deploy-target"),
+                "namespace": param("deploy-namespace"),
+                "deployment-mode": param("deployment-mode"),
+                "canary-percent": param("canary-percent"),
+                "serve-image": param("serve-image"),
                 **mlflow,
             },
             workspaces=ml_spaces,
@@ -149,6 +154,16 @@ def build(
             type="boolean",
             default="true",
             description="Keep the model server running.",
+        ),
+        *(
+            Param(**{**deploy.TASK.param(task_param).model_dump(), "name": name})
+            for name, task_param in (
+                ("deploy-target", "target"),
+                ("deploy-namespace", "namespace"),
+                ("deployment-mode", "deployment-mode"),
+                ("canary-percent", "canary-percent"),
+                ("serve-image", "serve-image"),
+            )
         ),
         MLFLOW_PARAM,
     ]

@@ -7,6 +7,7 @@ from taskyard.catalog._common import (
     source_workspace,
     step_task,
 )
+from taskyard.kube import manifests
 from taskyard.spec import Param, Resources, Result
 
 TASK = step_task(
@@ -15,11 +16,14 @@ TASK = step_task(
     image="train",
     display_name="deploy and smoke-test",
     description=(
-        "Serves the given model version (default: the `champion`'s; local target: MLflow's "
-        "scoring server with input limits, on the host), waits for health, sends a smoke "
-        "prediction built from the model's signature, and on any failure (SIGTERM included) "
-        "moves `champion` back to `previous-champion` (or, with none, removes it) and fails. "
-        "A version that is no longer `champion` is not deployed."
+        "Serves the given model version (default: the `champion`'s) with taskyard's model "
+        "server (MLflow's scoring app, input limits, /health, /metrics): `local` on the host, "
+        "`kubernetes` as a Deployment + Service, `kserve` as an InferenceService, optionally "
+        "through a canary; waits for the rollout, sends a smoke prediction built from the "
+        "model's signature through the Service, and on any failure (SIGTERM included) "
+        "re-applies the previous manifests, moves `champion` back to `previous-champion` (or, "
+        "with none, removes it) and fails. A version that is no longer `champion` is not "
+        "deployed."
     ),
     categories=("Deployment",),
     tags=("mlflow", "serving", "deploy"),
@@ -53,9 +57,59 @@ TASK = step_task(
         ),
         Param(
             name="target",
-            enum=("local",),
+            enum=manifests.TARGETS,
             default="local",
-            description="Where to deploy: `local`.",
+            description=(
+                "Where to deploy: `local` (a server on this machine), `kubernetes` "
+                "(Deployment + Service) or `kserve` (InferenceService)."
+            ),
+        ),
+        Param(
+            name="namespace",
+            default="",
+            description="Cluster targets: the namespace; empty: the task pod's own.",
+        ),
+        Param(
+            name="deployment-mode",
+            enum=manifests.MODES,
+            default="Standard",
+            description="kserve: `Standard` (plain Deployment) or `Knative` (revisions).",
+        ),
+        Param(
+            name="canary-percent",
+            type="integer",
+            default="0",
+            description=(
+                "Cluster targets: traffic share for the new version before it is promoted "
+                "(0: a plain rolling update). kubernetes: by pod count; kserve: exact."
+            ),
+        ),
+        Param(
+            name="replicas",
+            type="integer",
+            default="1",
+            description="Cluster targets: model server pods.",
+        ),
+        Param(
+            name="serve-image",
+            default=manifests.default_image(),
+            description="Cluster targets: the serve image (`images/serve`); pin a digest.",
+        ),
+        Param(
+            name="model-source",
+            enum=manifests.SOURCES,
+            default="mlflow",
+            description=(
+                "Cluster targets: `mlflow` loads models:/NAME/VERSION through the tracking "
+                "server; `storage` has KServe download the version's artifacts (needed for a "
+                "KServe Standard-mode canary)."
+            ),
+        ),
+        Param(
+            name="rollout-timeout",
+            type="integer",
+            default="600",
+            description="Cluster targets: seconds to wait for each rollout step.",
         ),
         Param(name="host", default="127.0.0.1", description="Address the local server binds."),
         Param(
@@ -96,5 +150,12 @@ TASK = step_task(
         "--port", "$(params.port)",
         "--keep-serving", "$(params.keep-serving)",
         "--health-timeout", "$(params.health-timeout)",
+        "--namespace", "$(params.namespace)",
+        "--deployment-mode", "$(params.deployment-mode)",
+        "--canary-percent", "$(params.canary-percent)",
+        "--replicas", "$(params.replicas)",
+        "--serve-image", "$(params.serve-image)",
+        "--model-source", "$(params.model-source)",
+        "--rollout-timeout", "$(params.rollout-timeout)",
     ],
 )  # fmt: skip

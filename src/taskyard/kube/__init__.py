@@ -1,0 +1,1 @@
+"""Model deployments on a cluster: desired objects, rollout plans, the API calls."""
