@@ -45,7 +45,19 @@ $(DOCKER_TOOLS):
 	    --no-install-recommends docker.io debootstrap docker-registry >/dev/null; \
 	else echo "note: not root or no apt: the docker tests will be skipped"; fi
 
-test: $(STAMP) $(LINT) $(HOOKS) $(CHECKOV) $(DOCKER_TOOLS)
+# Debian's prometheus (with promtool) and prometheus-alertmanager (with amtool): the monitoring
+# tests check and unit-test the rendered rules and config, and run both servers end to end.
+# Their postinst starts no service in a container (no systemd; /usr/sbin/policy-rc.d exits 101);
+# the tests start their own on free ports.
+MONITORING_TOOLS := /usr/bin/prometheus /usr/bin/promtool /usr/bin/prometheus-alertmanager /usr/bin/amtool
+
+$(MONITORING_TOOLS):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
+	else echo "note: not root or no apt: the monitoring tests will be skipped"; fi
+
+test: $(STAMP) $(LINT) $(HOOKS) $(CHECKOV) $(DOCKER_TOOLS) $(MONITORING_TOOLS)
 	$(BIN)/ruff check src tests benchmarks hera
 	$(BIN)/ruff format --check src tests benchmarks hera
 	$(BIN)/pytest -n 2 --durations=15

@@ -17,7 +17,7 @@ from hera.workflows.models import Toleration, WorkflowTemplateRef
 
 from taskyard.catalog import get_pipeline
 from taskyard.errors import TaskyardError
-from taskyard.render import argo
+from taskyard.render import argo, argo_files
 from taskyard.spec import PipelineSpec
 
 
@@ -202,7 +202,7 @@ def pipeline_main(pipeline: str, argv: Sequence[str] | None = None) -> int:
 def cron_main(pipeline: str, argv: Sequence[str] | None = None) -> int:
     """``python hera/<pipeline>_cron.py [--print | --submit] ...``"""
     spec = get_pipeline(pipeline)
-    defaults = argo.CronOptions()
+    defaults = argo_files.cron_options(pipeline)
     p = argparse.ArgumentParser(
         prog=f"hera/{pipeline.replace('-', '_')}_cron.py",
         description=f"A CronWorkflow running the {pipeline!r} WorkflowTemplate by reference.",

@@ -78,7 +78,7 @@ def test_a_fork_in_full(env: dict[str, str]) -> None:
     ("args", "message"),
     [
         (["pipelines", "train-eval-deplo"], "error: unknown pipeline 'train-eval-deplo' (known: "),
-        (["tasks", "trian"], "error: unknown task 'trian' (known: deploy, evaluate, git-clone"),
+        (["tasks", "trian"], "error: unknown task 'trian' (known: deploy, detect-drift, evaluate"),
         (
             ["pipelines", "tests/run_synthetic.py:NOPE"],
             "error: tests/run_synthetic.py has no attribute",

@@ -115,13 +115,25 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return True
 
 
-def _allowed(target: dict[str, str], source: dict[str, str], port: int) -> bool:
+def _admits(peer: dict[str, Any], labels: dict[str, str], namespace: str) -> bool:
+    """A NetworkPolicy peer: a podSelector alone means the policy's own namespace."""
+    if "namespaceSelector" in peer:
+        ns_labels = {"kubernetes.io/metadata.name": namespace}
+        return _selects(peer["namespaceSelector"], ns_labels) and _selects(
+            peer.get("podSelector", {}), labels
+        )
+    return namespace == "taskyard" and _selects(peer["podSelector"], labels)
+
+
+def _allowed(
+    target: dict[str, str], source: dict[str, str], port: int, namespace: str = "taskyard"
+) -> bool:
     policies = [p for p in _kind("NetworkPolicy") if _selects(p["spec"]["podSelector"], target)]
     assert any(p["metadata"]["name"] == "default-deny-ingress" for p in policies)
     for p in policies:
         for rule in p["spec"].get("ingress", []):
             ports = {x["port"] for x in rule.get("ports", [])}
-            if port in ports and any(_selects(f["podSelector"], source) for f in rule["from"]):
+            if port in ports and any(_admits(f, source, namespace) for f in rule["from"]):
                 return True
     return False
 
@@ -155,9 +167,16 @@ def test_network_policies() -> None:
         assert _allowed(SERVER, src, 8080)
     assert not _allowed(SERVER, OTHER_POD, 9090)
     assert not _allowed({"app": "db"}, TEKTON_POD, 5432)
-    for p in _kind("NetworkPolicy"):  # no rule lets other namespaces in
+    # Prometheus scrapes the model servers from its namespace, and reaches nothing else.
+    prometheus = {"app.kubernetes.io/name": "prometheus"}
+    assert _allowed(SERVER, prometheus, 8080, namespace="monitoring")
+    assert not _allowed(SERVER, prometheus, 8080, namespace="elsewhere")
+    assert not _allowed(MLFLOW, prometheus, 5000, namespace="monitoring")
+    assert not _allowed(SERVER, prometheus, 9090, namespace="monitoring")
+    for p in _kind("NetworkPolicy"):  # no other rule lets another namespace in
         for rule in p["spec"].get("ingress", []):
-            assert all(set(f) == {"podSelector"} for f in rule["from"])
+            if p["metadata"]["name"] != "model-server-from-monitoring":
+                assert all(set(f) == {"podSelector"} for f in rule["from"])
 
 
 def test_the_engine_label_peers_are_the_documented_alternative() -> None:

@@ -94,7 +94,8 @@ def program(monkeypatch, capsys):
 # ---- the files -------------------------------------------------------------------------------
 def test_one_template_per_pipeline_and_the_cron():
     assert sorted(RENDERED) == sorted(
-        [f"hera/{n}.yaml" for n in PIPELINES] + ["hera/cron/retrain-cron.yaml"]
+        [f"hera/{n}.yaml" for n in PIPELINES]
+        + ["hera/cron/retrain-cron.yaml", "hera/cron/drift-retrain-cron.yaml"]
     )
     for path, text in RENDERED.items():
         assert text.startswith(emit.HEADER), path

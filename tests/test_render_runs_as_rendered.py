@@ -66,6 +66,7 @@ def argo_doc(name: str) -> dict[str, Any]:
 EXPECTED_IMAGE_PARAM = {
     "clone": "git-image",
     "test": "train-image",
+    "detect-drift": "train-image",
     "train": "train-image",
     "evaluate": "train-image",
     "promote": "train-image",

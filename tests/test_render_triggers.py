@@ -173,11 +173,13 @@ def _check_tekton(docs: list[dict[str, Any]]) -> list[str]:
             if set(d) != {"apiVersion", "kind", "metadata", "spec"}:
                 problems.append(f"{d['kind']} top-level keys {sorted(d)}")
     for b in by_kind.get("TriggerBinding", {}).values():
-        literal = b["metadata"]["name"] == triggers_tekton.VALUES_BINDING
+        name = b["metadata"]["name"]
+        # The values binding, and an alert's (the alert names no repository): literals.
+        literal = name == triggers_tekton.VALUES_BINDING or name.startswith("taskyard-alert-")
         for p in b["spec"]["params"]:
             if set(p) != {"name", "value"} or not (
                 (literal and p["value"].strip() and "$(" not in p["value"])
-                or re.fullmatch(r"\$\((body|header)\.[\w.]+\)", p["value"])
+                or re.fullmatch(r"\$\((body|header|extensions)\.[\w.]+\)", p["value"])
             ):
                 problems.append(f"binding {b['metadata']['name']}: {p}")
     pr_validator = schemas.strict_validator(
@@ -215,10 +217,16 @@ def _check_tekton(docs: list[dict[str, Any]]) -> list[str]:
             if trig["template"]["ref"] not in by_kind["TriggerTemplate"]:
                 problems.append(f"trigger {trig['name']}: no template")
             first = trig["interceptors"][0]
-            if first["ref"]["name"] not in ("github", "gitlab"):
-                problems.append(f"trigger {trig['name']}: authenticity is not checked first")
             params = {p["name"]: p["value"] for p in first["params"]}
-            if set(params) != {"secretRef", "eventTypes"} or not params["eventTypes"]:
+            if trig["name"].startswith("alert-"):  # CEL checks the bearer token first
+                if first["ref"]["name"] != "cel" or not params["filter"].startswith(
+                    "header.canonical('Authorization').startsWith('Bearer ') && "
+                    "header.canonical('Authorization').substring(7).compareSecret("
+                ):
+                    problems.append(f"trigger {trig['name']}: authenticity is not checked first")
+            elif first["ref"]["name"] not in ("github", "gitlab"):
+                problems.append(f"trigger {trig['name']}: authenticity is not checked first")
+            elif set(params) != {"secretRef", "eventTypes"} or not params["eventTypes"]:
                 problems.append(f"trigger {trig['name']}: {params}")
             for i in trig["interceptors"]:
                 if (
@@ -297,7 +305,7 @@ def test_branch_filters_and_deletes_on_every_engine() -> None:
     ci = by_name["gitlab-push-ci"]["interceptors"][1]["params"][0]["value"]
     assert re.match(_cel_regexes(ci)[0], "refs/heads/feature/x")
     for name, trig in by_name.items():
-        if name.startswith("schedule-"):
+        if name.startswith(("schedule-", "alert-")):
             continue
         expr = trig["interceptors"][1]["params"][0]["value"]
         assert "body.after != '" + "0" * 40 + "'" in expr
@@ -449,7 +457,8 @@ def test_catalog_values_come_from_one_binding() -> None:
     assert literal == set(CLUSTER_VALUES)
     for t in (d for d in docs if d["kind"] == "TriggerTemplate"):
         for p in t["spec"]["params"]:
-            assert "default" not in p, (t["metadata"]["name"], p["name"])
+            if p["name"] in CLUSTER_VALUES:
+                assert "default" not in p, (t["metadata"]["name"], p["name"])
     for d in docs:
         if d["kind"] == "TriggerTemplate":
             assert "my-model" not in json.dumps(d), d["metadata"]["name"]
@@ -604,6 +613,8 @@ def _submitted_name(trigger: dict[str, Any], payload: dict[str, Any]) -> str:
 def test_a_retried_or_redelivered_push_submits_nothing_new(plan: Plan) -> None:
     sha, other = "A" * 40, "b" * 64
     for sensor in triggers_argo.objects(plan)["sensors.yaml"]:
+        if sensor["spec"]["dependencies"][0]["eventSourceName"] == triggers_argo.ALERT_SOURCE:
+            continue  # named per firing episode: test_alert_triggers_on_both_engines
         (trigger,) = sensor["spec"]["triggers"]
         meta = trigger["template"]["argoWorkflow"]["source"]["resource"]["metadata"]
         assert "generateName" not in meta  # a retry would create a second Workflow
@@ -615,3 +626,106 @@ def test_a_retried_or_redelivered_push_submits_nothing_new(plan: Plan) -> None:
     assert triggers_argo.sha_length("train-eval-deploy-gpu") == 40
     with pytest.raises(RenderError, match="name too long"):
         triggers_argo.sha_length("p" * 55)
+
+
+# -- the drift alert (Alertmanager's webhook) -----------------------------------------------
+
+
+def _alert_name(template: str, alert: dict[str, str]) -> str:
+    """The two sprig pipelines the alert sensor's name uses, evaluated as Go would."""
+    import hashlib
+
+    out = ""
+    for literal, expr in re.findall(r"([^{]*)\{\{ ([^}]*) \}\}", template):
+        field, *steps = [s.strip() for s in expr.split("|")]
+        m = re.fullmatch(r"\(index \.Input\.body\.alerts 0\)\.(\w+)", field)
+        assert m, field
+        value = alert[m[1]]
+        for step in steps:
+            if step == "lower":
+                value = value.lower()
+            elif step == "sha1sum":
+                value = hashlib.sha1(value.encode()).hexdigest()
+            else:
+                n = re.fullmatch(r"trunc (\d+)", step)
+                assert n, step
+                value = value[: int(n[1])]
+        out += literal + value
+    return out
+
+
+def test_alert_triggers_on_both_engines() -> None:
+    from taskyard.render._triggers import ALERT_SECRET_KEY, ALERT_SECRET_NAME, DRIFT_ALERT
+
+    (alert,) = DEFAULT.alerts
+    assert alert.pipeline == "drift-retrain" and alert.alertname == DRIFT_ALERT
+    # Tekton: one CEL interceptor, the bearer token first (compareSecret), then the payload.
+    listener = triggers_tekton.event_listener()
+    trig = next(t for t in listener["spec"]["triggers"] if t["name"] == "alert-model-drift")
+    (cel,) = trig["interceptors"]
+    params = {p["name"]: p["value"] for p in cel["params"]}
+    expr = params["filter"]
+    assert f"compareSecret('{ALERT_SECRET_KEY}', '{ALERT_SECRET_NAME}')" in expr
+    assert "body.version == '4'" in expr and "body.alerts[0].status == 'firing'" in expr
+    assert f"body.alerts[0].labels.alertname == '{DRIFT_ALERT}'" in expr
+    (overlay,) = params["overlays"]
+    assert overlay["key"] == "current" and "/monitoring/window'" in overlay["expression"]
+    (instance_re,) = re.findall(r"matches\(r'([^']*)'\)", expr)
+    for ok in ("127.0.0.1:8080", "10.0.3.7:8080", "model.taskyard.svc:8080", "[::1]:8080"):
+        assert re.search(instance_re, ok), ok
+    for bad in ("127.0.0.1:8080/x?y", "evil.example/a:1", "-x:1", "host", "a b:1"):
+        assert not re.search(instance_re, bad), bad
+    binding = next(
+        b
+        for b in triggers_tekton.bindings()
+        if b["metadata"]["name"] == "taskyard-alert-model-drift"
+    )
+    values = {p["name"]: p["value"] for p in binding["spec"]["params"]}
+    assert values == {
+        "repo-url": CATALOG.repo_url,
+        "revision": "main",
+        "current": "$(extensions.current)",
+    }
+    template = next(
+        t
+        for t in _docs(triggers_tekton.files())
+        if t["metadata"]["name"] == "taskyard-drift-retrain"
+    )
+    run_params = template["spec"]["resourcetemplates"][0]["spec"]["params"]
+    assert {"name": "current", "value": "$(tt.params.current)"} in run_params
+
+    # Argo Events: a webhook EventSource with the bearer token, a Sensor per alert trigger.
+    objects = triggers_argo.objects()
+    source = next(
+        s
+        for s in objects["eventsources.yaml"]
+        if s["metadata"]["name"] == triggers_argo.ALERT_SOURCE
+    )
+    hook = source["spec"]["webhook"][triggers_argo.ALERT_EVENT]
+    assert hook["authSecret"] == {"name": ALERT_SECRET_NAME, "key": ALERT_SECRET_KEY}
+    sensor = next(
+        s for s in objects["sensors.yaml"] if s["metadata"]["name"] == "taskyard-alert-model-drift"
+    )
+    data = {f["path"]: f["value"] for f in sensor["spec"]["dependencies"][0]["filters"]["data"]}
+    assert data["body.alerts.0.labels.alertname"] == [f"^{DRIFT_ALERT}$"]
+    assert data["body.alerts.0.status"] == ["^firing$"] and data["body.version"] == ["^4$"]
+    assert re.search(data["body.alerts.0.labels.instance"][0], "10.0.3.7:8080")
+    (trigger,) = sensor["spec"]["triggers"]
+    wf = trigger["template"]["argoWorkflow"]
+    args = wf["source"]["resource"]["spec"]["arguments"]["parameters"]
+    assert args[2]["name"] == "current"
+    dest = {p["dest"]: p["src"]["dataTemplate"] for p in wf["parameters"]}
+    assert dest["spec.arguments.parameters.2.value"] == (
+        "http://{{ (index .Input.body.alerts 0).labels.instance }}/monitoring/window"
+    )
+    # One Workflow per firing episode: a repeat or retry of the same alert meets AlreadyExists.
+    episode = {"fingerprint": "A1B2C3D4E5F60718", "startsAt": "2026-12-02T14:00:05.123Z"}
+    name = wf["source"]["resource"]["metadata"]["name"] + _alert_name(
+        dest["metadata.name"], episode
+    )
+    assert name == wf["source"]["resource"]["metadata"]["name"] + _alert_name(
+        dest["metadata.name"], dict(episode)
+    )
+    later = _alert_name(dest["metadata.name"], {**episode, "startsAt": "2026-12-02T18:00:00Z"})
+    assert not name.endswith(later)
+    assert len(name) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), name

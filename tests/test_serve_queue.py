@@ -146,7 +146,14 @@ def test_submit_command_is_argv_not_shell() -> None:
     argv = command(item, "ci-1")
     assert argv[1:5] == ["-m", "taskyard.cli", "run", "ci"]
     assert argv[5:7] == ["--run-id", "ci-1"]  # chosen up front: the listener knows its folder
-    assert argv[7:] == ["-p", "repo-url=file:///r.git", "-p", "revision=abc"]
+    # What started it, for the run's record; then the params, each a separate arg.
+    r = item.request
+    assert argv[7:13] == [
+        "--trigger", f"source={r.source}",
+        "--trigger", f"delivery={r.delivery}",
+        "--trigger", f"commit={r.commit}",
+    ]  # fmt: skip
+    assert argv[13:] == ["-p", "repo-url=file:///r.git", "-p", "revision=abc"]
 
 
 # -- cron -----------------------------------------------------------------------------------

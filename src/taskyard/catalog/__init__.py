@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import difflib
 
-from taskyard.catalog.pipelines import ci, retrain, train_eval_deploy
-from taskyard.catalog.tasks import deploy, evaluate, git_clone, promote, report, run_tests, train
+from taskyard.catalog.pipelines import ci, drift_retrain, retrain, train_eval_deploy
+from taskyard.catalog.tasks import (
+    deploy,
+    detect_drift,
+    evaluate,
+    git_clone,
+    promote,
+    report,
+    run_tests,
+    train,
+)
 from taskyard.errors import CatalogError
 from taskyard.spec import PipelineSpec, TaskSpec
 
@@ -16,6 +25,7 @@ TASKS: dict[str, TaskSpec] = {
         run_tests.TASK,
         train.TASK,
         train.GPU_TASK,
+        detect_drift.TASK,
         evaluate.TASK,
         promote.TASK,
         deploy.TASK,
@@ -29,6 +39,7 @@ PIPELINES: dict[str, PipelineSpec] = {
         train_eval_deploy.PIPELINE,
         train_eval_deploy.GPU_PIPELINE,
         retrain.PIPELINE,
+        drift_retrain.PIPELINE,
     )
 }
 

@@ -61,6 +61,12 @@ def add_run(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) ->
         metavar="ID",
         help="the run's id (default: made up); for supervisors that track the run's folder",
     )
+    p.add_argument(
+        "--trigger",
+        action="append",
+        metavar="KEY=VALUE",
+        help="what started the run, kept in its record (supervisors: source, delivery, alert)",
+    )
     add_executor_flag(p)
     p.set_defaults(func=cmd_run)
 
@@ -73,6 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_parallel=args.max_parallel,
         executor=args.executor,
         run_id=args.run_id,
+        trigger=pairs(args.trigger, "--trigger"),
         files=args.file,
         git_repos=pairs(args.git_repo, "--git-repo"),
     )
@@ -87,6 +94,7 @@ def execute(
     run_id: str | None = None,
     files: list[str] | None = None,
     git_repos: dict[str, str] | None = None,
+    trigger: dict[str, str] | None = None,
 ) -> int:
     """Run a pipeline with live progress; the exit code of ``taskyard run``."""
     from taskyard.engines import is_yaml
@@ -120,6 +128,7 @@ def execute(
                 executor=chosen,
                 observer=progress,
                 run_id=run_id,
+                trigger=trigger,
             )
     except TaskyardError as e:
         raise UsageError(redact(str(e))) from e  # a bad param value may carry a secret URL
@@ -241,6 +250,8 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     con = out()
     con.print(f"[bold]{escape(run.pipeline)}[/] run [bold]{escape(run.id)}[/]")
     con.print(f"[dim]folder:[/] {escape(run.dir)}")
+    for key, value in run.trigger.items():
+        con.print(f"[dim]trigger[/] {escape(key)} = {escape(redact(value))}")
     for key, value in run.params.items():  # stored redacted; redacted again for older records
         con.print(f"[dim]param[/] {escape(key)} = {escape(redact(value))}")
     for key, value in run.workspaces.items():

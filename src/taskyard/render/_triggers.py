@@ -1,9 +1,11 @@
 """What fires which pipeline on a cluster: the plan both trigger renderers share.
 
 Pure data. The same behaviour as ``taskyard serve`` (docs/triggers.md): pushes to a branch run
-``ci`` (every branch) and ``train-eval-deploy`` (``main``); a nightly schedule runs ``retrain``;
-branch deletes never run anything. Every run on a cluster gets the plan's model name and MLflow
-server (:func:`run_values`): left empty, each pod would log to its own throw-away store.
+``ci`` (every branch) and ``train-eval-deploy`` (``main``); a nightly schedule runs ``retrain``
+and a six-hourly one ``drift-retrain``; Alertmanager's drift alert (docs/monitoring.md) runs
+``drift-retrain`` on the model server's window of inputs; branch deletes never run anything.
+Every run on a cluster gets the plan's model name and MLflow server (:func:`run_values`): left
+empty, each pod would log to its own throw-away store.
 """
 
 from __future__ import annotations
@@ -28,6 +30,16 @@ SECRET_NAME = "taskyard-webhook"  # a Secret the user creates: key `secret` = th
 SECRET_KEY = "secret"
 # What every cluster run of a pipeline declaring them must get from the operator, never "".
 CLUSTER_VALUES = ("model-name", "mlflow-tracking-uri")
+# A Secret the user creates for Alertmanager's webhook: key `token` = the bearer token that
+# Alertmanager's `http_config.authorization.credentials_file` holds (deploy/monitoring/).
+ALERT_SECRET_NAME = "taskyard-alertmanager"
+ALERT_SECRET_KEY = "token"
+DRIFT_ALERT = "TaskyardModelDataDrift"
+# What detect-drift compares on an alert: the window of the model server that fired it.
+WINDOW_PATH = "/monitoring/window"
+# The alert's `instance` label as Prometheus writes it (`host:port`, `[v6]:port`): checked before
+# it becomes part of that URL, on both engines (RE2 and Python agree on this subset).
+INSTANCE_RE = r"^[A-Za-z0-9][A-Za-z0-9.-]*:[0-9]+$|^\[[0-9A-Fa-f:.]+\]:[0-9]+$"
 _REPO_PATH = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+")
 
 
@@ -49,9 +61,21 @@ class CronTrigger:
 
 
 @dataclass(frozen=True)
+class AlertTrigger:
+    """A firing Alertmanager alert (by ``alertname``) that starts ``pipeline`` on the plan's
+    repository at ``revision``, with ``current`` = the alerting server's drift window."""
+
+    name: str
+    alertname: str
+    pipeline: str
+    revision: str = "main"
+
+
+@dataclass(frozen=True)
 class Plan:
     push: tuple[PushTrigger, ...]
     cron: tuple[CronTrigger, ...]
+    alerts: tuple[AlertTrigger, ...] = ()
     # The repository, model, MLflow server the triggers name (the catalog: placeholders).
     values: Values = CATALOG
     # The pipelines the triggers run, by name; None: the catalog's.
@@ -84,7 +108,16 @@ DEFAULT = Plan(
             repo_url=CATALOG.repo_url,
             revision="main",
         ),
+        CronTrigger(
+            name="drift-check",
+            pipeline="drift-retrain",
+            schedule="30 */6 * * *",
+            timezone="UTC",
+            repo_url=CATALOG.repo_url,
+            revision="main",
+        ),
     ),
+    alerts=(AlertTrigger("model-drift", DRIFT_ALERT, "drift-retrain"),),
 )
 
 

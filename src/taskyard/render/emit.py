@@ -20,6 +20,7 @@ ENGINES = {
     "namespace": "taskyard.render.namespace",
     "mlflow": "taskyard.render.mlflow_manifests",
     "serving": "taskyard.render.serving",
+    "monitoring": "taskyard.render.monitoring",
     # Last: its kustomizations list what the engines above render (render/distribution.py).
     "distribution": "taskyard.render.distribution",
 }

@@ -98,6 +98,9 @@ class NamespaceOptions:
     model_server_port: int = 8080
     mlflow_port: int = 5000
     pipeline_peers: tuple[dict[str, Any], ...] = field(default=PIPELINE_PEERS)
+    # Where Prometheus runs (kube-prometheus-stack's default): it scrapes the model servers'
+    # /metrics from there (docs/monitoring.md); Kubernetes sets this label on every namespace.
+    monitoring_namespace: str = "monitoring"
 
 
 def _meta(name: str, opts: NamespaceOptions, **labels: str) -> dict[str, Any]:
@@ -226,6 +229,28 @@ def network(opts: NamespaceOptions) -> list[dict[str, Any]]:
                 "ingress": [
                     {
                         "from": [{"podSelector": {}}],
+                        "ports": [{"protocol": "TCP", "port": opts.model_server_port}],
+                    }
+                ],
+            },
+        ),
+        _policy(
+            "model-server-from-monitoring",
+            opts,
+            {
+                "podSelector": {"matchLabels": {"app.kubernetes.io/component": "model-server"}},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {
+                        "from": [
+                            {
+                                "namespaceSelector": {
+                                    "matchLabels": {
+                                        "kubernetes.io/metadata.name": opts.monitoring_namespace
+                                    }
+                                }
+                            }
+                        ],
                         "ports": [{"protocol": "TCP", "port": opts.model_server_port}],
                     }
                 ],

@@ -39,7 +39,14 @@ from taskyard.render import (
     triggers_argo,
     triggers_tekton,
 )
-from taskyard.render._triggers import CronTrigger, Plan, PushTrigger, to_text
+from taskyard.render._triggers import (
+    DRIFT_ALERT,
+    AlertTrigger,
+    CronTrigger,
+    Plan,
+    PushTrigger,
+    to_text,
+)
 from taskyard.render.argo_files import text as argo_text
 from taskyard.render.tekton_files import pipeline_dir, task_dir, to_yaml
 from taskyard.render.values import CATALOG, Values
@@ -176,9 +183,13 @@ def plan(spec: PipelineSpec, values: Values, schedule: Schedule) -> Plan:
                 revision=schedule.revision,
             ),
         )
+    alerts: tuple[AlertTrigger, ...] = ()
+    if any(pt.task.name == "detect-drift" for pt in spec.tasks):  # the drift alert fires it
+        alerts = (AlertTrigger(f"{spec.name}-drift", DRIFT_ALERT, spec.name, schedule.revision),)
     return Plan(
         push=(PushTrigger(spec.name, schedule.branches),),
         cron=cron,
+        alerts=alerts,
         values=values,
         pipelines={spec.name: spec},
     )
@@ -228,7 +239,13 @@ def files(spec: PipelineSpec, values: Values, schedule: Schedule | None = None) 
             namespace=namespace,
         )
         out[f"argo/{spec.name}-cron.yaml"] = argo_text(argo.cron_workflow(spec, cron))
-    push_only = Plan(push=triggers.push, cron=(), values=values, pipelines=triggers.pipelines)
+    push_only = Plan(
+        push=triggers.push,
+        cron=(),
+        alerts=triggers.alerts,
+        values=values,
+        pipelines=triggers.pipelines,
+    )
     out.update(_trigger_files(triggers_argo.FOLDER, triggers_argo.objects(push_only), values))
     # Every run above names its tasks' accounts: they must exist where the runs do.
     out["namespace/rbac.yaml"] = to_text(_accounts(values))

@@ -11,6 +11,14 @@
   ``argoWorkflow`` trigger submits a Workflow from the pipeline's WorkflowTemplate
   (``hera/<pipeline>.yaml``) with ``repo-url``/``revision`` from the payload and the plan's
   model name and MLflow URI.
+* EventSource ``taskyard-alertmanager``: a webhook for Alertmanager, ``authSecret`` = the
+  bearer token in Secret ``taskyard-alertmanager`` key ``token`` (argo-events
+  pkg/eventsources/common/webhook/webhook.go: a request without ``Authorization: Bearer
+  <token>`` gets a 401). One Sensor per alert trigger filters on Alertmanager's v4 payload, the
+  first alert firing with the trigger's ``alertname`` and an ``instance`` label that is a
+  ``host:port``, and submits ``drift-retrain`` with ``current`` = that server's
+  ``http://<instance>/monitoring/window``, named after the alert's fingerprint and ``startsAt``:
+  one Workflow per firing episode, however often Alertmanager repeats or retries it.
 * No schedule here: the scheduled retrain on Argo is the CronWorkflow ``hera/retrain-cron.yaml``
   alone (``concurrencyPolicy: Forbid``); a calendar EventSource next to it ran it twice.
 * RBAC: the sensor gets exactly what its ``argo submit`` needs (:data:`SENSOR_RULES`).
@@ -28,10 +36,15 @@ from urllib.parse import urlsplit
 
 from taskyard.errors import RenderError
 from taskyard.render._triggers import (
+    ALERT_SECRET_KEY,
+    ALERT_SECRET_NAME,
     DEFAULT,
+    INSTANCE_RE,
     PART_OF,
     SECRET_KEY,
     SECRET_NAME,
+    WINDOW_PATH,
+    AlertTrigger,
     Plan,
     PushTrigger,
     glob_regex,
@@ -43,6 +56,10 @@ from taskyard.render._triggers import (
 API = "argoproj.io/v1alpha1"
 FOLDER = "triggers/argo-events"
 GITHUB_SOURCE = "taskyard-github"
+ALERT_SOURCE = "taskyard-alertmanager"
+ALERT_EVENT = "alertmanager"
+ALERT_ENDPOINT = "/alertmanager"
+ALERT_PORT = 12001
 SENSOR_ACCOUNT = "taskyard-sensor"
 PORT = 12000
 PUSH_EVENT = "push"
@@ -258,6 +275,101 @@ def push_sensor(trigger: PushTrigger, plan: Plan = DEFAULT) -> dict[str, Any]:
     }
 
 
+def alert_source() -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "EventSource",
+        "metadata": _meta(ALERT_SOURCE),
+        "spec": {
+            "service": {"ports": [{"port": ALERT_PORT, "targetPort": ALERT_PORT}]},
+            "webhook": {
+                ALERT_EVENT: {
+                    "endpoint": ALERT_ENDPOINT,
+                    "port": str(ALERT_PORT),
+                    "method": "POST",
+                    "url": "",
+                    "authSecret": {"name": ALERT_SECRET_NAME, "key": ALERT_SECRET_KEY},
+                    "maxPayloadSize": 1 << 20,
+                }
+            },
+        },
+    }
+
+
+# gjson paths (argo-events filters) and Go-template expressions of the first alert.
+FIRST = "body.alerts.0"
+FIRST_TEMPLATE = "(index .Input.body.alerts 0)"
+
+
+def alert_sensor(alert: AlertTrigger, plan: Plan = DEFAULT) -> dict[str, Any]:
+    pipeline = alert.pipeline
+    dependency = "alert"
+    repo = plan.values.repo_url
+    arguments = [
+        {"name": "repo-url", "value": repo},
+        {"name": "revision", "value": alert.revision},
+        {"name": "current", "value": ""},
+        *({"name": k, "value": v} for k, v in run_values(plan, pipeline).items()),
+    ]
+    workflow = _workflow(pipeline, plan)
+    workflow["spec"]["arguments"]["parameters"] = arguments
+    window = f"http://{{{{ {FIRST_TEMPLATE}.labels.instance }}}}{WINDOW_PATH}"
+    episode = (
+        f"{{{{ {FIRST_TEMPLATE}.fingerprint | lower | trunc 16 }}}}-"
+        f"{{{{ {FIRST_TEMPLATE}.startsAt | sha1sum | trunc 8 }}}}"
+    )
+    filters = {
+        "data": [
+            {"path": "body.version", "type": "string", "value": ["^4$"]},
+            {"path": f"{FIRST}.status", "type": "string", "value": ["^firing$"]},
+            {
+                "path": f"{FIRST}.labels.alertname",
+                "type": "string",
+                "value": [f"^{alert.alertname}$"],
+            },
+            {"path": f"{FIRST}.labels.instance", "type": "string", "value": [INSTANCE_RE]},
+        ]
+    }
+    trigger = {
+        "template": {
+            "name": f"submit-{pipeline}",
+            "argoWorkflow": {
+                "operation": "submit",
+                "source": {"resource": workflow},
+                "parameters": [
+                    {
+                        "src": {"dependencyName": dependency, "dataTemplate": window},
+                        "dest": "spec.arguments.parameters.2.value",
+                    },
+                    {
+                        "src": {"dependencyName": dependency, "dataTemplate": episode},
+                        "dest": "metadata.name",
+                        "operation": "append",
+                    },
+                ],
+            },
+        },
+        "retryStrategy": {"steps": 3},
+    }
+    return {
+        "apiVersion": API,
+        "kind": "Sensor",
+        "metadata": _meta(f"taskyard-alert-{alert.name}"),
+        "spec": {
+            "template": {"serviceAccountName": SENSOR_ACCOUNT},
+            "dependencies": [
+                {
+                    "name": dependency,
+                    "eventSourceName": ALERT_SOURCE,
+                    "eventName": ALERT_EVENT,
+                    "filters": filters,
+                }
+            ],
+            "triggers": [trigger],
+        },
+    }
+
+
 def _role(name: str, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name)},
@@ -283,10 +395,14 @@ def rbac() -> list[dict[str, Any]]:
 
 
 def objects(plan: Plan = DEFAULT) -> dict[str, list[dict[str, Any]]]:
-    """The push triggers only: ``plan.cron`` is the CronWorkflow's job on Argo (hera/)."""
+    """The push and alert triggers: ``plan.cron`` is the CronWorkflows' job on Argo (hera/)."""
+    sources = [github_source(plan.repo_url)] + ([alert_source()] if plan.alerts else [])
     return {
-        "eventsources.yaml": [github_source(plan.repo_url)],
-        "sensors.yaml": [push_sensor(t, plan) for t in plan.push],
+        "eventsources.yaml": sources,
+        "sensors.yaml": [
+            *(push_sensor(t, plan) for t in plan.push),
+            *(alert_sensor(a, plan) for a in plan.alerts),
+        ],
         "rbac.yaml": rbac(),
     }
 

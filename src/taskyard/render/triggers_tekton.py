@@ -8,7 +8,16 @@ pushes to the wanted branches (``body.ref``), drops branch deletes (``deleted`` 
 ``repo-url`` and ``revision`` (the pushed SHA) from the payload; TriggerTemplates create a
 PipelineRun with ``generateName``. Tekton has no cron: a ``batch/v1`` CronJob posts a signed
 ``taskyard-schedule`` event to the listener (GitHub's HMAC scheme, so the same interceptor
-verifies it) and its own binding starts ``retrain``.
+verifies it) and its own binding starts ``retrain`` (and ``drift-retrain``).
+
+Alertmanager's webhook (the drift alert, docs/monitoring.md) reaches the same listener: no
+ClusterInterceptor checks a bearer token, so the CEL interceptor does, with Tekton's own
+``compareSecret`` (constant time; tektoncd/triggers docs/cel_expressions.md, evaluated by the core
+interceptors, which read Secrets under their own ClusterRole, config/200-clusterrole.yaml
+``tekton-triggers-core-interceptors``), against the Secret ``taskyard-alertmanager`` key
+``token``; the filter keeps version-4 payloads whose first alert fires with the trigger's
+``alertname``, and an overlay makes ``current`` = the alerting server's
+``http://<instance>/monitoring/window`` (the ``instance`` label checked to be host:port first).
 
 The catalog plan (generic, any repository whose webhook is signed with the secret) takes the
 model name and MLflow URI from ONE TriggerBinding, ``taskyard-values``, that every trigger of a
@@ -35,12 +44,17 @@ from typing import Any
 
 from taskyard.render import tekton
 from taskyard.render._triggers import (
+    ALERT_SECRET_KEY,
+    ALERT_SECRET_NAME,
     CLUSTER_VALUES,
     DEFAULT,
+    INSTANCE_RE,
     PART_OF,
     SECRET_KEY,
     SECRET_NAME,
+    WINDOW_PATH,
     ZERO_SHA,
+    AlertTrigger,
     CronTrigger,
     Plan,
     PushTrigger,
@@ -163,13 +177,37 @@ def bindings(plan: Plan = DEFAULT) -> list[dict[str, Any]]:
     ]
     schedule_repo = None if pinned else "$(body.repo_url)"
     out.append(_binding("taskyard-schedule", schedule_repo, "$(body.revision)"))
+    for alert in plan.alerts:
+        out.append(alert_binding(alert, plan))
     if not pinned and _needs_values(plan):
         out.append(values_binding(plan))
     return out
 
 
+def alert_binding(alert: AlertTrigger, plan: Plan) -> dict[str, Any]:
+    """What an alert run gets: the plan's repository (the alert names none) and revision as
+    literals, and ``current`` from the CEL overlay."""
+    binding = _binding(
+        f"taskyard-alert-{alert.name}",
+        None if plan.values.pinned else plan.values.repo_url,
+        alert.revision,
+    )
+    binding["spec"]["params"].append({"name": "current", "value": "$(extensions.current)"})
+    return binding
+
+
 def _pipelines(plan: Plan) -> list[str]:
-    return sorted({t.pipeline for t in plan.push} | {c.pipeline for c in plan.cron})
+    return sorted(
+        {t.pipeline for t in plan.push}
+        | {c.pipeline for c in plan.cron}
+        | {a.pipeline for a in plan.alerts}
+    )
+
+
+def _takes_current(plan: Plan, pipeline: str) -> bool:
+    return any(a.pipeline == pipeline for a in plan.alerts) and "current" in {
+        p.name for p in plan.pipeline(pipeline).params
+    }
 
 
 def _values_params(plan: Plan, pipeline: str) -> list[str]:
@@ -216,6 +254,8 @@ def pipelinerun(pipeline: str, plan: Plan = DEFAULT) -> dict[str, Any]:
     for name in _values_params(plan, pipeline):
         params[name] = f"$(tt.params.{name})"
     params["revision"] = "$(tt.params.revision)"
+    if _takes_current(plan, pipeline):
+        params["current"] = "$(tt.params.current)"
     run["spec"]["params"] = [{"name": k, "value": v} for k, v in params.items()]
     secrets = workspace_secrets(plan, pipeline)
     if secrets:
@@ -241,6 +281,14 @@ def template(pipeline: str, plan: Plan = DEFAULT) -> dict[str, Any]:
         {"name": n, "description": f"From TriggerBinding {VALUES_BINDING} (no default)."}
         for n in _values_params(plan, pipeline)
     ]
+    if _takes_current(plan, pipeline):
+        params.append(
+            {
+                "name": "current",
+                "default": "",
+                "description": "An alert's model server window; empty (schedules): the data.",
+            }
+        )
     return {
         "apiVersion": API,
         "kind": "TriggerTemplate",
@@ -318,9 +366,42 @@ def _cron_trigger(cron: CronTrigger, plan: Plan = DEFAULT) -> dict[str, Any]:
     }
 
 
+def alert_filter(alert: AlertTrigger) -> str:
+    """Bearer token (compareSecret), Alertmanager's v4 payload, the alert firing by name."""
+    auth = "header.canonical('Authorization')"
+    first = "body.alerts[0]"
+    return (
+        f"{auth}.startsWith('Bearer ') && "
+        f"{auth}.substring(7).compareSecret('{ALERT_SECRET_KEY}', '{ALERT_SECRET_NAME}') && "
+        f"body.version == '4' && size(body.alerts) > 0 && {first}.status == 'firing' && "
+        f"{first}.labels.alertname == '{alert.alertname}' && "
+        f"{first}.labels.instance.matches(r'{INSTANCE_RE}')"
+    )
+
+
+def _alert_trigger(alert: AlertTrigger, plan: Plan = DEFAULT) -> dict[str, Any]:
+    window = f"'http://' + body.alerts[0].labels.instance + '{WINDOW_PATH}'"
+    return {
+        "name": f"alert-{alert.name}",
+        "interceptors": [
+            _interceptor(
+                "filter-alert",
+                "cel",
+                {
+                    "filter": alert_filter(alert),
+                    "overlays": [{"key": "current", "expression": window}],
+                },
+            ),
+        ],
+        "bindings": _bindings(f"taskyard-alert-{alert.name}", alert.pipeline, plan),
+        "template": {"ref": f"taskyard-{alert.pipeline}"},
+    }
+
+
 def event_listener(plan: Plan = DEFAULT) -> dict[str, Any]:
     triggers = [_push_trigger(prov, t, plan) for t in plan.push for prov in PROVIDERS]
     triggers += [_cron_trigger(c, plan) for c in plan.cron]
+    triggers += [_alert_trigger(a, plan) for a in plan.alerts]
     return {
         "apiVersion": API,
         "kind": "EventListener",

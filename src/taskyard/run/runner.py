@@ -144,6 +144,7 @@ class Runner:
         store: RunStore | None = None,
         observer: Observer | None = None,
         run_id: str | None = None,
+        trigger: Mapping[str, str] | None = None,
     ) -> None:
         if max_parallel < 1:
             raise RunError(f"--max-parallel must be at least 1, got {max_parallel}")
@@ -155,6 +156,7 @@ class Runner:
         self.store = store or RunStore()
         self.observer = observer
         self.run_id = run_id
+        self.trigger = dict(trigger or {})
         self._events: queue.Queue[tuple] = queue.Queue()
         self._lock = threading.Lock()
         self._active: dict[str, _Active] = {}
@@ -170,6 +172,7 @@ class Runner:
         spec = self.spec
         rec = self.record = self.store.create(spec.name, self.run_id)
         rec.params = dict(self.params)
+        rec.trigger = self.trigger
         rec.executor = self.executor.name
         self.workspaces: dict[str, Path | None] = {}
         for w in spec.workspaces:

@@ -135,6 +135,8 @@ class RunRecord:
     ended: float | None = None
     tasks: dict[str, TaskRecord] = field(default_factory=dict)
     results: dict[str, str] = field(default_factory=dict)
+    # What started the run (``taskyard serve``: source, delivery, the alert); empty by hand.
+    trigger: dict[str, str] = field(default_factory=dict)
     executor: str = "subprocess"
     # The runner process: pid, its start time and host, to tell a dead runner from a live one.
     pid: int = field(default_factory=os.getpid)

@@ -20,6 +20,7 @@ from taskyard import home
 from taskyard.errors import TaskyardError
 from taskyard.serve import config as cfg
 from taskyard.serve import logs
+from taskyard.serve.alerts import resolve_secrets
 from taskyard.serve.cron import Scheduler
 from taskyard.serve.dispatch import Dispatcher
 from taskyard.serve.events import run_params
@@ -44,6 +45,7 @@ class Listener:
         self.config = config
         self.state_dir = state_dir
         secrets = {(r.provider, r.name): r.secret.resolve() for r in config.repos}
+        alert_secrets = resolve_secrets(config.alertmanager) if config.alertmanager else {}
         try:
             self.store = EventStore(state_dir / "events.db")
         except (OSError, sqlite3.Error) as e:
@@ -59,7 +61,7 @@ class Listener:
             resolve=lambda request: run_params(self.config, request),
         )
         self.scheduler = Scheduler(config.schedules, self.store, self.dispatcher.notify)
-        self.webhooks = WebhookHandler(config, secrets, self.store)
+        self.webhooks = WebhookHandler(config, secrets, self.store, alert_secrets)
         self.started = time.time()
         self._inflight = 0
         self._inflight_lock = threading.Lock()

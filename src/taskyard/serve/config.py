@@ -23,6 +23,16 @@ each names an environment variable or a file, read once at load time.
         pipelines: [ci, train-eval-deploy]
         params: {pytest-args: "-q"}
         concurrency: latest-wins          # or: queue
+    alertmanager:                         # Alertmanager's webhook: POST /alerts/alertmanager
+      bearer-token: {env: TASKYARD_ALERT_TOKEN}  # or basic-auth: {username: u, password: {file: f}}
+      routes:
+        - name: wine-drift
+          alertname: TaskyardModelDataDrift
+          labels: {model: wine-classifier}          # every one must match the alert's labels
+          pipeline: drift-retrain
+          repo-url: https://github.com/acme/churn-model.git
+          revision: main
+          params: {current: "http://${labels.instance}/monitoring/window"}
     schedules:
       - name: nightly
         cron: "0 3 * * *"
@@ -45,6 +55,7 @@ params) from the config as it is when the run starts (:func:`taskyard.serve.even
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from datetime import datetime
 from pathlib import Path
@@ -224,12 +235,73 @@ class Listen(_Model):
     backlog: int = Field(default=2048, ge=128, description="The kernel's listen queue.")
 
 
+LABEL_REF = re.compile(r"\$\{labels\.([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class BasicAuth(_Model):
+    username: str = Field(min_length=1)
+    password: SecretRef
+
+
+class AlertRoute(_Model):
+    """Which firing alerts start which pipeline, on which repository."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    alertname: str = Field(min_length=1)
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Label equality matchers, all of which must hold."
+    )
+    pipeline: str = "drift-retrain"
+    repo_url: str = Field(alias="repo-url")
+    revision: str = "main"
+    params: dict[str, str] = Field(
+        default_factory=dict,
+        description="Pipeline params; `${labels.NAME}` is replaced by the alert's label NAME.",
+    )
+    concurrency: Literal["queue", "latest-wins"] = "latest-wins"
+
+    @field_validator("pipeline")
+    @classmethod
+    def _pipeline(cls, v: str) -> str:
+        return _check_pipeline(v)
+
+    def templated(self) -> set[str]:
+        """The params whose value comes from the alert's labels."""
+        return {k for k, v in self.params.items() if LABEL_REF.search(v)}
+
+
+class AlertmanagerConfig(_Model):
+    """Alertmanager's webhook receiver: ``POST /alerts/alertmanager``.
+
+    Authenticated like Alertmanager's ``http_config`` can: ``authorization`` (a bearer token)
+    or ``basic_auth`` (prometheus/common config/http_config.go), never unauthenticated.
+    """
+
+    bearer_token: SecretRef | None = Field(default=None, alias="bearer-token")
+    basic_auth: BasicAuth | None = Field(default=None, alias="basic-auth")
+    routes: tuple[AlertRoute, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> AlertmanagerConfig:
+        if (self.bearer_token is None) == (self.basic_auth is None):
+            raise ValueError("alertmanager: set exactly one of bearer-token or basic-auth")
+        names = [r.name for r in self.routes]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate alert route: {dupes}")
+        return self
+
+    def route(self, name: str) -> AlertRoute | None:
+        return next((r for r in self.routes if r.name == name), None)
+
+
 class ServeConfig(_Model):
     """The whole listener configuration."""
 
     listen: Listen = Field(default_factory=Listen)
     repos: tuple[RepoConfig, ...] = ()
     schedules: tuple[Schedule, ...] = ()
+    alertmanager: AlertmanagerConfig | None = None
     workers: int = Field(default=2, ge=1, le=64, description="Runs at the same time.")
     max_pending: int = Field(
         default=10_000, alias="max-pending", gt=0, description="Backlog bound; beyond: 503."

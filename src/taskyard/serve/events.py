@@ -56,7 +56,7 @@ class RunRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    source: Literal["github", "gitlab", "cron"]
+    source: Literal["github", "gitlab", "cron", "alertmanager"]
     delivery: str
     repo: str
     branch: str
@@ -259,6 +259,10 @@ def run_params(config: ServeConfig, request: RunRequest) -> dict[str, str]:
     clone URL must be the operator's. Only the payload's URL (opt-in) and the commit come from
     the request itself.
     """
+    if request.source == "alertmanager":
+        from taskyard.serve import alerts  # alerts builds on this module
+
+        return alerts.run_params(config.alertmanager, request)
     if request.source == "cron":
         schedule = config.schedule(schedule_name(request))
         if schedule is None:

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskyard.serve import alerts
 from taskyard.serve.config import ServeConfig
 from taskyard.serve.events import (
     PayloadError,
@@ -45,15 +46,36 @@ class Headers:
         return self._h.get(name.lower())
 
 
+def _json_object(body: bytes) -> dict[str, Any] | Reply:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return Reply(400, {"error": "body is not JSON"})
+    except RecursionError:  # json's C decoder gives up past the recursion limit: fine
+        return Reply(400, {"error": "JSON nested too deeply"})
+    if not isinstance(data, dict):
+        return Reply(400, {"error": "body is not a JSON object"})
+    return data
+
+
 class WebhookHandler:
-    def __init__(self, config: ServeConfig, secrets: dict[tuple[str, str], str], store: EventStore):
+    def __init__(
+        self,
+        config: ServeConfig,
+        secrets: dict[tuple[str, str], str],
+        store: EventStore,
+        alert_secrets: dict[str, str] | None = None,
+    ):
         self.config, self.store = config, store
         # (provider, repo name) -> secret, resolved once at start
         self.secrets = secrets
+        self.alert_secrets = alert_secrets or {}
 
     def handle(self, provider: str, headers: Headers, body: bytes) -> Reply:
         if len(body) > self.config.listen.max_body_bytes:
             return Reply(413, {"error": "payload too large"})
+        if provider == alerts.SOURCE:
+            return self.alertmanager(headers, body)
         if provider == "github":
             sig = headers.get("X-Hub-Signature-256")
             signed_for = {
@@ -80,14 +102,9 @@ class WebhookHandler:
             is_push = event == "Push Hook"
         if not signed_for:
             return Reply(401, {"error": "missing or invalid signature"})
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            return Reply(400, {"error": "body is not JSON"})
-        except RecursionError:  # json's C decoder gives up past the recursion limit: fine
-            return Reply(400, {"error": "JSON nested too deeply"})
-        if not isinstance(data, dict):
-            return Reply(400, {"error": "body is not a JSON object"})
+        data = _json_object(body)
+        if isinstance(data, Reply):
+            return data
         if provider == "github" and event == "ping":
             return Reply(202, {"status": "pong"})
         if not is_push:
@@ -121,5 +138,41 @@ class WebhookHandler:
                 "commit": push.commit,
                 "queued": got.queued,
                 "duplicates": got.duplicates,
+            },
+        )
+
+    def alertmanager(self, headers: Headers, body: bytes) -> Reply:
+        """Alertmanager's webhook: auth (401) -> JSON (400) -> payload (400) -> routes (202
+        ignored) -> store (202 accepted/duplicate), in the order push webhooks use."""
+        am = self.config.alertmanager
+        if am is None:
+            return Reply(404, {"error": "no alertmanager receiver is configured"})
+        if not alerts.authorized(am, self.alert_secrets, headers.get("Authorization")):
+            return Reply(401, {"error": "missing or invalid credentials"})
+        data = _json_object(body)
+        if isinstance(data, Reply):
+            return data
+        try:
+            parsed = alerts.parse(data)
+        except PayloadError as e:
+            return Reply(400, {"error": str(e)})
+        delivery = alerts.delivery_id(body)
+        requests, skipped = alerts.requests_for(am, parsed, delivery)
+        if not requests:
+            reason = "; ".join(skipped)[:500] or "no alerts"
+            return Reply(202, {"status": "ignored", "reason": reason, "delivery": delivery})
+        if self.store.pending >= self.config.max_pending:
+            return Reply(503, {"error": "backlog full, retry later"})
+        got = self.store.accept(delivery, alerts.SOURCE, requests)
+        if got.duplicate_delivery:
+            return Reply(202, {"status": "duplicate", "delivery": delivery})
+        return Reply(
+            202,
+            {
+                "status": "accepted",
+                "delivery": delivery,
+                "queued": got.queued,
+                "duplicates": got.duplicates,
+                "skipped": skipped,
             },
         )

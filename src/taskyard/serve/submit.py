@@ -99,9 +99,24 @@ def command(item: Stored, run_id: str) -> list[str]:
     """The argv of the run: params as separate ``-p k=v`` args, never through a shell."""
     argv = [sys.executable, "-m", "taskyard.cli", "run", item.request.pipeline]
     argv += ["--run-id", run_id]
+    for key, value in trigger(item).items():
+        argv += ["--trigger", f"{key}={value}"]
     for key, value in sorted(item.request.params.items()):
         argv += ["-p", f"{key}={value}"]
     return argv
+
+
+def trigger(item: Stored) -> dict[str, str]:
+    """What the run record keeps of what started it: the source, the delivery, and for an
+    alert the alert's route, name and firing episode
+    (``alert:<route>:<alertname>:<fingerprint>@<startsAt>``)."""
+    r = item.request
+    out = {"source": r.source, "delivery": r.delivery}
+    if r.source == "alertmanager":
+        out["alert"] = r.commit
+    elif r.source != "cron":
+        out["commit"] = r.commit
+    return out
 
 
 def run_status(run_id: str) -> str | None:

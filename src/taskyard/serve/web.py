@@ -4,6 +4,7 @@ Endpoints:
   POST /hooks/github   GitHub webhooks (``X-Hub-Signature-256``)
   POST /hooks/gitlab   GitLab webhooks (``X-Gitlab-Token``)
   POST /webhook        either, told apart by ``X-GitHub-Event`` / ``X-Gitlab-Event``
+  POST /alerts/alertmanager   Alertmanager's webhook receiver (bearer token or basic auth)
   GET  /healthz        ``{"status": "ok", "pending": n, "running": n, "requests": {state: n}}``
 
 The event loop only moves bytes. The blocking part of a webhook (HMAC, JSON, the durable
@@ -41,6 +42,7 @@ ROUTES: dict[str, str | None] = {
     "/hooks/github": "github",
     "/hooks/gitlab": "gitlab",
     "/webhook": None,
+    "/alerts/alertmanager": "alertmanager",
 }
 
 

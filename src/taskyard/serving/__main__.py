@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from taskyard.serving.drift import DEFAULT_MIN_ROWS, DEFAULT_WINDOW
 from taskyard.serving.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH
 from taskyard.serving.metrics import (
     DEFAULT_MAX_CLASSES,
@@ -64,6 +65,30 @@ def parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_FEATURES,
         help="input columns summarized (the first ones seen)",
     )
+    drift = p.add_argument_group("drift", "the rolling window of inputs vs the training data")
+    drift.add_argument(
+        "--reference",
+        default="",
+        metavar="FILE",
+        help="reference profile JSON; default: the one logged with the model's run; "
+        "`none`: drift gauges off",
+    )
+    drift.add_argument("--drift-window", type=int, default=DEFAULT_WINDOW, metavar="ROWS")
+    drift.add_argument(
+        "--drift-min-rows",
+        type=int,
+        default=DEFAULT_MIN_ROWS,
+        metavar="ROWS",
+        help="rows before a drift score is exported",
+    )
+    drift.add_argument("--drift-alpha", type=float, default=0.05, help="test significance")
+    drift.add_argument("--drift-min-psi", type=float, default=0.1, help="minimum PSI effect")
+    drift.add_argument(
+        "--drift-max-share",
+        type=float,
+        default=0.0,
+        help="share of drifted features above which the input counts as drifted",
+    )
     return p
 
 
@@ -82,12 +107,20 @@ def main(argv: list[str] | None = None) -> int:
         prediction_buckets=args.prediction_buckets,
         max_classes=args.max_classes,
         max_features=args.max_features,
+        drift={
+            "window": args.drift_window,
+            "min_rows": args.drift_min_rows,
+            "alpha": args.drift_alpha,
+            "min_psi": args.drift_min_psi,
+            "max_share": args.drift_max_share,
+        },
     )
     app = ServingApp(
         args.model_uri,
         metrics,
         max_body_bytes=args.max_body_bytes,
         max_json_depth=args.max_json_depth,
+        reference=args.reference,
     )
     print(f"serving {args.model_uri} on {args.host}:{args.port} (loading)", flush=True)
     app.load_in_background(fail_fast)

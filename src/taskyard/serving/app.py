@@ -7,6 +7,8 @@ It answers from the first moment the socket listens; the model loads in a backgr
   "model_uri": …}`` once the model is loaded;
 - ``/live`` (liveness): ``200 {"status": "alive"}`` while the process serves;
 - ``/metrics``: prometheus_client's ASGI app over the server's own registry;
+- ``/monitoring/window``: the drift window's input rows as JSON (``detect-drift --current``);
+  404 while drift monitoring is off (no reference profile);
 - everything else (``/invocations``, ``/ping``, ``/version``, …): MLflow's scoring app behind
   the input limits, ``503`` while the model is loading; counted and timed per path and status.
 """
@@ -33,7 +35,8 @@ from taskyard.serving.limits import (
 from taskyard.serving.metrics import ObservedModel, ServerMetrics
 
 LOADING, READY = "loading", "ready"
-UNCOUNTED = frozenset({"/metrics", "/health", "/live"})
+WINDOW_PATH = "/monitoring/window"
+UNCOUNTED = frozenset({"/metrics", "/health", "/live", WINDOW_PATH})
 
 
 def load_error(model_uri: str, e: BaseException) -> str:
@@ -51,8 +54,10 @@ class ServingApp:
         *,
         max_body_bytes: int,
         max_json_depth: int,
+        reference: str = "",
     ) -> None:
         self.model_uri = model_uri
+        self.reference = reference
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.max_json_depth = max_json_depth
@@ -70,9 +75,35 @@ class ServingApp:
         model = mlflow.pyfunc.load_model(self.model_uri)
         scoring = scoring_server.init(ObservedModel(model, self.metrics))
         self.scoring = InputLimits(scoring, self.max_body_bytes, self.max_json_depth)
+        self.load_reference(model)
         self.state = READY
         self.metrics.ready.labels(*self.metrics.labels).set(1)
         print(f"loaded {self.model_uri} in {time.monotonic() - started:.1f}s", flush=True)
+
+    def load_reference(self, model: object) -> None:
+        """The training reference for the drift gauges: ``--reference FILE``, else the profile
+        logged with the model's run. Without one the server serves, with drift gauges off."""
+        if self.reference == "none":
+            return
+        from pathlib import Path
+
+        from taskyard.ml import profile
+
+        try:
+            if self.reference:
+                reference = profile.load(Path(self.reference))
+            else:
+                run_id = getattr(getattr(model, "metadata", None), "run_id", None)
+                if not run_id:
+                    raise ValueError("the model names no training run")
+                reference = profile.for_model(run_id)
+        except Exception as e:
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            print(f"drift monitoring off: no reference profile ({why})", file=sys.stderr)
+            return
+        self.metrics.drift.set_reference(reference)
+        count = len(self.metrics.drift.features)
+        print(f"drift monitoring on: {count} features against the training reference", flush=True)
 
     def load_in_background(self, on_failure: Callable[[str], None]) -> threading.Thread:
         def run() -> None:
@@ -101,6 +132,11 @@ class ServingApp:
                 await send_json(send, 503, {"status": LOADING}, [(b"retry-after", b"1")])
         elif path == "/metrics":
             await self.metrics_app(scope, receive, send)
+        elif path == WINDOW_PATH:
+            if self.metrics.drift.enabled:
+                await send_json(send, 200, self.metrics.drift.snapshot())
+            else:
+                await send_json(send, 404, {"error": "drift monitoring is off (no reference)"})
         else:
             await self._scoring(scope, receive, send, path)
 

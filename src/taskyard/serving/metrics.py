@@ -20,6 +20,7 @@ metric carries ``model`` and ``version`` labels (from ``models:/NAME/VERSION``, 
   the model receives them (parsed by MLflow), before it predicts, so a batch whose NaNs make
   the model fail still counts its missing values;
 - ``taskyard_model_ready``: 1 once the model is loaded;
+- the drift gauges over a rolling window of inputs (:mod:`taskyard.serving.drift`);
 - ``taskyard_model_metrics_errors_total{stage}``: observations that failed (a metrics failure
   never fails a prediction).
 
@@ -171,8 +172,8 @@ def _as_array(data: Any) -> Any:
 class InputObserver(Collector):
     """Per input column: count, sum and sum of squares of numeric values; missing values.
 
-    The one place where inputs are observed: a rolling window for a drift statistic (issue 14)
-    extends :meth:`observe_columns` and :meth:`collect`.
+    :meth:`columns` is the one place inputs are taken apart; the drift window
+    (:class:`~taskyard.serving.drift.DriftWindow`) gets the same columns.
     """
 
     def __init__(
@@ -285,7 +286,10 @@ class ServerMetrics:
         prediction_buckets: Sequence[float] = DEFAULT_PREDICTION_BUCKETS,
         max_classes: int = DEFAULT_MAX_CLASSES,
         max_features: int = DEFAULT_MAX_FEATURES,
+        drift: dict[str, Any] | None = None,
     ) -> None:
+        from taskyard.serving.drift import DriftWindow
+
         self.registry = CollectorRegistry(auto_describe=True)
         self.labels = model_labels(model_uri)
         base = ["model", "version"]
@@ -316,6 +320,9 @@ class ServerMetrics:
             self.labels, self.registry, prediction_buckets, max_classes
         )
         self.inputs = InputObserver(self.labels, self.registry, max_features)
+        self.drift = DriftWindow(
+            self.labels, self.registry, on_error=lambda: self.failed("drift"), **(drift or {})
+        )
 
     def request(self, path: str, status: int, seconds: float) -> None:
         try:
@@ -328,7 +335,9 @@ class ServerMetrics:
     def observe_inputs(self, data: Any) -> None:
         """The parsed input of one predict call (before the model sees it). Never raises."""
         try:
-            self.inputs.observe(data)
+            columns = dict(self.inputs.columns(data))
+            self.inputs.observe_columns(columns)
+            self.drift.observe_columns(columns)
         except Exception:
             self.failed("inputs")
 

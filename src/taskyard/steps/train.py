@@ -14,7 +14,7 @@ from typing import Any
 
 from taskyard import __version__, envs, ml, project
 from taskyard.errors import StepError
-from taskyard.ml import custom, metrics
+from taskyard.ml import custom, metrics, profile
 from taskyard.steps import _cli, _mlflow
 from taskyard.steps._results import write_results
 
@@ -133,6 +133,9 @@ def run(args: argparse.Namespace) -> None:
         mlflow.set_tag("taskyard.device", fitted.device)
         mlflow.log_params(_run_params(cfg, fitted.params, len(frame)))
         info = fitted.log_model("model", split.x_train.head(5))
+        # What drift is measured against (the model server, detect-drift): the features the
+        # model was fitted on, as it saw them.
+        profile.log(profile.build(split.x_train, seed=cfg.data.seed))
         try:
             reloaded = mlflow.pyfunc.load_model(info.model_uri)
         except Exception as e:
@@ -166,6 +169,7 @@ def run(args: argparse.Namespace) -> None:
             "params": fitted.params,
             "metrics": scores,
             "training_time_s": round(training_time, 3),
+            "reference_profile": profile.ARTIFACT,
             "train_rows": len(split.x_train),
             "holdout_rows": len(split.x_test),
             "commit": commit,

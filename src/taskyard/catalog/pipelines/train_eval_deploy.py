@@ -1,7 +1,8 @@
 """train-eval-deploy: test, train, evaluate against the champion, promote and deploy if better.
 
-``retrain`` is the same pipeline without the tests; both come from :func:`build` so the
-promotion gate is defined once.
+``retrain`` is the same pipeline without the tests, ``drift-retrain`` the same with
+``detect-drift`` in front of train; all come from :func:`build` so the promotion gate is
+defined once.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from taskyard.catalog.pipelines._parts import (
     test_task,
     with_images,
 )
-from taskyard.catalog.tasks import deploy, evaluate, promote, train
+from taskyard.catalog.tasks import deploy, detect_drift, evaluate, promote, train
 from taskyard.spec import (
     Param,
     PipelineResult,
@@ -31,6 +32,43 @@ from taskyard.spec import (
 )
 
 PROMOTE_GATE = When(input=result("evaluate", "promote"), operator="in", values=("true",))
+# On every task after detect-drift, not only on train: Argo's `depends: train` also holds for a
+# skipped train (docs/enhanced-depends-logic.md: `task` means Succeeded, Skipped or Daemoned),
+# and evaluate would then read results train never wrote.
+DRIFT_GATE = When(input=result("detect-drift", "drifted"), operator="in", values=("true",))
+
+
+def drift_task(config: dict, mlflow: dict) -> PipelineTask:
+    """detect-drift on the cloned project: the champion's reference vs the current batch."""
+    return PipelineTask(
+        name="detect-drift",
+        task=detect_drift.TASK,
+        params={
+            "current": param("current"),
+            "model-name": param("model-name"),
+            "alpha": param("drift-alpha"),
+            "min-psi": param("drift-min-psi"),
+            "max-share": param("drift-max-share"),
+            **config,
+            **mlflow,
+        },
+        workspaces={"source": "source", "mlflow": "mlflow"},
+        run_after=("clone",),
+        timeout=1800,
+    )
+
+
+DRIFT_RESULTS = (("drifted", "detect-drift", "drifted"), ("drift-score", "detect-drift", "score"))
+# The pipeline's drift params are detect-drift's own (defaults, types, descriptions), renamed.
+DRIFT_PARAMS = [
+    Param(**{**detect_drift.TASK.param(task_param).model_dump(), "name": name})
+    for name, task_param in (
+        ("current", "current"),
+        ("drift-alpha", "alpha"),
+        ("drift-min-psi", "min-psi"),
+        ("drift-max-share", "max-share"),
+    )
+]
 
 
 def build(
@@ -40,6 +78,7 @@ def build(
     display_name: str,
     description: str,
     gpu: bool = False,
+    drift: bool = False,
 ) -> PipelineSpec:
     mlflow = {"mlflow-tracking-uri": param("mlflow-tracking-uri")}
     ml_spaces = {"source": "source", "mlflow": "mlflow"}
@@ -49,6 +88,9 @@ def build(
     tasks = [clone_task()]
     if with_tests:
         tasks.append(test_task())
+    if drift:
+        tasks.append(drift_task(config, mlflow))
+    gate = (DRIFT_GATE,) if drift else ()
     tasks += [
         PipelineTask(
             name="train",
@@ -62,6 +104,7 @@ def build(
             },
             workspaces=ml_spaces,
             run_after=("test",) if with_tests else (),
+            when=gate,
             timeout=3600,
         ),
         PipelineTask(
@@ -76,6 +119,7 @@ def build(
                 **mlflow,
             },
             workspaces=ml_spaces,
+            when=gate,
             timeout=1800,
         ),
         PipelineTask(
@@ -94,7 +138,7 @@ def build(
                 **mlflow,
             },
             workspaces=ml_spaces,
-            when=(PROMOTE_GATE,),
+            when=(*gate, PROMOTE_GATE),
             timeout=600,
         ),
         # deploy reads promote's results, which orders it after promote on every engine (Tekton:
@@ -117,7 +161,7 @@ def build(
                 **mlflow,
             },
             workspaces=ml_spaces,
-            when=(PROMOTE_GATE,),
+            when=(*gate, PROMOTE_GATE),
             timeout=900,
         ),
     ]
@@ -170,13 +214,22 @@ def build(
     if with_tests:
         params.insert(2, Param(name="pytest-args", default="", description="Extra pytest args."))
         params.insert(3, ALLOW_NO_TESTS_PARAM)
+    if drift:
+        params[len(GIT_PARAMS) + 1 : len(GIT_PARAMS) + 1] = DRIFT_PARAMS
     bound, images = with_images([*tasks, report_task(name)])
     return PipelineSpec(
         name=name,
         display_name=display_name,
         description=description,
         categories=("MLOps",),
-        tags=("training", "evaluation", "deployment", "mlflow", *(("gpu",) if gpu else ())),
+        tags=(
+            "training",
+            "evaluation",
+            "deployment",
+            "mlflow",
+            *(("gpu",) if gpu else ()),
+            *(("drift", "monitoring") if drift else ()),
+        ),
         params=(*params, *images),
         workspaces=(*WORKSPACES, MLFLOW_WORKSPACE),
         tasks=bound[:-1],
@@ -186,6 +239,7 @@ def build(
             for name, task, res in (
                 ("commit", "clone", "commit"),
                 *((("tests-passed", "test", "passed"),) if with_tests else ()),
+                *(DRIFT_RESULTS if drift else ()),
                 ("metric-name", "train", "metric-name"),
                 ("candidate-score", "evaluate", "candidate-score"),
                 ("champion-score", "evaluate", "champion-score"),
