@@ -209,3 +209,48 @@ def test_parser_takes_every_catalog_arg():
     assert {p.name for p in catalog.TASK.params} >= {
         "current", "model-name", "champion-alias", "alpha", "min-psi", "max-share",
     }  # fmt: skip
+
+
+def test_a_live_model_servers_window(ws, store):
+    """--current URL against a real model server (python -m taskyard.serving), fed shifted rows."""
+    import signal
+    import time
+    import urllib.request
+
+    from taskyard.deployments import free_port
+
+    version = crown(train(ws, "--overrides", GOOD)["results"]["model-uri"])
+    port = free_port("127.0.0.1")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "taskyard.serving", "--model-uri", f"models:/{NAME}/{version}",
+         "--port", str(port), "--drift-min-rows", "50", "--drift-window", "300"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the model server did not become ready"
+            time.sleep(0.3)
+        frame = data(ws).sample(n=300, replace=True, random_state=0)
+        frame["magnesium"] += 3 * frame["magnesium"].std()
+        body = {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}
+        req = urllib.request.Request(
+            f"{base}/invocations", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert resp.status == 200
+        out = ws.parent / "live-results"
+        got = cli(ws, out, "--current", f"{base}/monitoring/window")
+        assert got.returncode == 0, got.stderr
+        r = results(out)
+        assert r["drifted"] == "true" and r["drifted-features"].split(",")[0] == "magnesium"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=20)
