@@ -42,6 +42,47 @@ def chain(command: tuple[str, ...], n: int) -> PipelineSpec:
     )
 
 
+def layered(command: tuple[str, ...], n: int, width: int = 50) -> PipelineSpec:
+    """``n`` tasks in levels of ``width``; each depends on two tasks of the level before."""
+    task = TaskSpec(
+        name="noop", display_name="no-op", description="does nothing", image="x", command=command
+    )
+    tasks = []
+    for i in range(n):
+        level, slot = divmod(i, width)
+        after = ()
+        if level:
+            prev = (level - 1) * width
+            after = tuple(sorted({f"t{prev + slot:04d}", f"t{prev + (slot + 1) % width:04d}"}))
+        tasks.append(PipelineTask(name=f"t{i:04d}", task=task, run_after=after))
+    return PipelineSpec(
+        name="noop-dag", display_name="no-op DAG", description="overhead", tasks=tuple(tasks)
+    )
+
+
+def dag_scaling(sizes: tuple[int, ...], width: int, repeat: int) -> None:
+    """How the runner's cost grows with the DAG: per-task time should stay flat (linear)."""
+    print(f"\nDAG of `true` tasks, width {width}, max-parallel 8, median of {repeat} runs")
+    raw = raw_chain(("true",), 50)
+    spawn = medians({"spawn": raw}, repeat)["spawn"] / 50
+    first = None
+    for n in sizes:
+        spec = layered(("true",), n, width)
+
+        def run(spec: PipelineSpec = spec) -> None:
+            record = Runner(spec, max_parallel=8).run()
+            assert record.succeeded, record.reason
+
+        total = medians({"dag": run}, repeat)["dag"]
+        per = total / n
+        first = first or per
+        print(
+            f"{n:4d} tasks: {total:7.3f} s total  {per * 1000:6.2f} ms/task  "
+            f"(runner's share {(per - spawn) * 1000:5.2f} ms/task; x{per / first:.2f} of the "
+            f"smallest per task)"
+        )
+
+
 def medians(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
     """Median wall time of each function, run round-robin so load drifts hit all alike."""
     for fn in fns.values():
@@ -124,6 +165,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument(
+        "--dag", type=int, nargs="*", default=[100, 250, 500], help="DAG sizes (width 50)"
+    )
     args = parser.parse_args()
     n, repeat = args.tasks, args.repeat
     with tempfile.TemporaryDirectory(prefix="taskyard-bench-") as tmp:
@@ -157,6 +201,7 @@ def main() -> int:
                 f"(both Python steps), {kfp_total / got['taskyard run: true']:.1f}x "
                 "(taskyard on true)"
             )
+        dag_scaling(tuple(args.dag), width=50, repeat=max(1, repeat // 2))
     return 0 if per_task <= 0.05 else 1
 
 

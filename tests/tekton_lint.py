@@ -57,3 +57,10 @@ def lint(root: Path, scratch: Path) -> list[dict[str, Any]]:
     if start < 0:
         raise AssertionError(f"tekton-lint gave no JSON (rc {proc.returncode}): {proc.stderr}")
     return json.loads(out[start:])
+
+
+def wrong_report(problem: dict[str, Any]) -> bool:
+    """tekton-lint 1.1.0 reads `$(tasks.T.results.R[*])` as a result named `R[*]`; that is
+    Tekton's reference to all of a matrixed task's results (tektoncd/pipeline docs/matrix.md,
+    "Results from fanned out Matrixed PipelineTasks"), the sweep's select-best input."""
+    return problem["rule"] == "no-undefined-result" and "[*]' is not a result" in problem["message"]

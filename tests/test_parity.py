@@ -1,5 +1,6 @@
 """Parity: each engine's rendered pipeline has the spec's graph -- tasks, order, gates, params,
-images, commands, retries and timeouts.
+images, commands, retries and timeouts -- and the spec's fan-out: the same matrixed tasks with
+the same combinations, in the same order (Tekton ``matrix``, Argo ``withItems``).
 
 Each engine contributes one function turning its committed documents back into the shape of
 :func:`tests.graph.spec_graph` (its own reference syntax translated to the spec's ``$(...)``)
@@ -101,8 +102,16 @@ _ARGO_TAG = re.compile(r"\{\{([^{}]*)\}\}")
 _ARGO_CMP = re.compile(r"^'([^']*)' (==|!=) '([^']*)'$")
 
 
-def _argo_back(text: str, paths: dict[str, str], globals_: dict[str, str]) -> str:
-    """Argo's tags (and the fixed result/workspace paths) back to the spec's ``$(...)``."""
+def _argo_back(
+    text: str,
+    paths: dict[str, str],
+    globals_: dict[str, str],
+    fanned: frozenset[str] = frozenset(),
+) -> str:
+    """Argo's tags (and the fixed result/workspace paths) back to the spec's ``$(...)``.
+
+    An output of a withItems task (``fanned``) is the aggregated JSON list: ``[*]`` in the spec.
+    """
     for path, ref in sorted(paths.items(), key=lambda kv: -len(kv[0])):
         text = text.replace(path, ref)
 
@@ -116,6 +125,8 @@ def _argo_back(text: str, paths: dict[str, str], globals_: dict[str, str]) -> st
             (r"^workflow\.status$", "$(tasks.status)"),
         ):
             hit = re.match(pattern, body)
+            if hit and form.endswith(".results.{1})") and hit.group(1) in fanned:
+                return form.format(*hit.groups())[:-1] + "[*])"
             if hit:
                 return globals_[hit.group(1)] if form == "{global}" else form.format(*hit.groups())
         raise AssertionError(f"a tag the Argo renderer should not write: {m.group(0)}")
@@ -169,7 +180,22 @@ def argo_graph(workflow_template_doc: dict[str, Any]) -> dict[str, Any]:
             }
             assert c["image"] == "{{inputs.parameters.image}}"
             deadline = t.get("activeDeadlineSeconds")
-            pipeline_back = functools.partial(_argo_back, paths={}, globals_=globals_)
+            fanned = frozenset(x["name"] for x in dag["dag"]["tasks"] if "withItems" in x)
+            pipeline_back = functools.partial(
+                _argo_back, paths={}, globals_=globals_, fanned=fanned
+            )
+            items = {f"{{{{item.{k}}}}}" for k in (dt.get("withItems") or [{}])[0]}
+            # an input fed a withItems task's aggregated output is the spec's array param
+            arrays = {
+                p["name"]
+                for p in dt.get("arguments", {}).get("parameters", [])
+                if p["value"] not in items and pipeline_back(p["value"]).endswith("[*])")
+            }
+
+            def task_back(x: str, paths: dict[str, str] = paths, arrays: set[str] = arrays) -> str:
+                out = _argo_back(x, paths, globals_)
+                return next((f"$(params.{n}[*])" for n in arrays if out == f"$(params.{n})"), out)
+
             tasks[dt["name"]] = {
                 "task": t["metadata"]["labels"]["taskyard.dev/task"],
                 "finally": final,
@@ -179,11 +205,12 @@ def argo_graph(workflow_template_doc: dict[str, Any]) -> dict[str, Any]:
                     sorted(
                         (p["name"], pipeline_back(p["value"]))
                         for p in dt.get("arguments", {}).get("parameters", [])
+                        if p["value"] not in items  # the matrix: see argo_fan_out
                     )
                 ),
                 "image": inputs["image"]["default"],
-                "command": [_argo_back(x, paths, globals_) for x in c["command"]],
-                "args": [_argo_back(x, paths, globals_) for x in c.get("args", [])],
+                "command": [task_back(x) for x in c["command"]],
+                "args": [task_back(x) for x in c.get("args", [])],
                 "retries": int(t.get("retryStrategy", {}).get("limit", 0)),
                 "timeout": None if deadline is None else int(deadline),
             }
@@ -192,6 +219,35 @@ def argo_graph(workflow_template_doc: dict[str, Any]) -> dict[str, Any]:
         "params": sorted(p["name"] for p in spec.get("arguments", {}).get("parameters", [])),
         "tasks": tasks,
     }
+
+
+def argo_fan_out(workflow_template_doc: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+    """The withItems tasks: each item, a map of the params it sets (``{{item.K}}`` arguments)."""
+    spec = workflow_template_doc["spec"]
+    templates = {t["name"]: t for t in spec["templates"]}
+    out = {}
+    for dt in templates[spec["entrypoint"]]["dag"]["tasks"]:
+        if "withItems" not in dt:
+            continue
+        args = {p["name"]: p["value"] for p in dt["arguments"]["parameters"]}
+        keys = {name: value[len("{{item.") : -2] for name, value in args.items()
+                if value.startswith("{{item.")}  # fmt: skip
+        out[dt["name"]] = [{n: str(item[k]) for n, k in keys.items()} for item in dt["withItems"]]
+    return out
+
+
+def tekton_fan_out(pipeline_doc: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+    """The matrix tasks: their combinations as Tekton generates them, the first param slowest
+    (docs/matrix.md "Generating Combinations")."""
+    out = {}
+    for pt in pipeline_doc["spec"]["tasks"]:
+        if "matrix" not in pt:
+            continue
+        combos: list[dict[str, str]] = [{}]
+        for p in pt["matrix"]["params"]:
+            combos = [{**c, p["name"]: v} for c in combos for v in p["value"]]
+        out[pt["name"]] = combos
+    return out
 
 
 def _argo(name: str) -> dict[str, Any]:
@@ -206,10 +262,49 @@ ENGINES: dict[str, Callable[[str], dict[str, Any]]] = {
 }
 
 
+FAN_OUT: dict[str, Callable[[str], dict[str, list[dict[str, str]]]]] = {
+    "tekton": lambda name: tekton_fan_out(
+        yaml.safe_load(
+            (ROOT / f"pipelines/{name}/{PIPELINES[name].version}/{name}.yaml").read_text()
+        )
+    ),
+    "argo": lambda name: argo_fan_out(yaml.safe_load((ROOT / f"hera/{name}.yaml").read_text())),
+}
+
+
 @pytest.mark.parametrize("pipeline", sorted(PIPELINES))
 @pytest.mark.parametrize("engine", sorted(ENGINES))
 def test_engine_graph_equals_spec_graph(engine: str, pipeline: str) -> None:
     assert ENGINES[engine](pipeline) == spec_graph(PIPELINES[pipeline])
+
+
+@pytest.mark.parametrize("pipeline", sorted(PIPELINES))
+@pytest.mark.parametrize("engine", sorted(FAN_OUT))
+def test_engine_fan_out_equals_spec_matrix(engine: str, pipeline: str) -> None:
+    """Same matrixed tasks, same combinations in the same order (dependencies: the graph)."""
+    spec = PIPELINES[pipeline]
+    assert FAN_OUT[engine](pipeline) == {t.name: t.combinations() for t in spec.tasks if t.matrix}
+
+
+def test_parity_sees_a_changed_fan_out() -> None:
+    """Not vacuous: a matrix value changed or a withItems item dropped is a difference."""
+    from taskyard.render import argo, tekton
+
+    p = PIPELINES["sweep"]
+    want = {t.name: t.combinations() for t in p.tasks if t.matrix}
+    assert want and tekton_fan_out(tekton.pipeline(p)) == want
+    assert argo_fan_out(argo.workflow_template(p).to_dict()) == want
+    doc = tekton.pipeline(p)
+    train = next(t for t in doc["spec"]["tasks"] if t["name"] == "train")
+    train["matrix"]["params"][0]["value"].reverse()
+    assert tekton_fan_out(doc) != want
+    wf = argo.workflow_template(p).to_dict()
+    wf["spec"]["templates"][0]["dag"]["tasks"][2]["withItems"].pop()
+    assert argo_fan_out(wf) != want
+    # the graph sees an array dependency: select-best reads train's results whole on both
+    assert argo_graph(argo.workflow_template(p).to_dict()) == spec_graph(p)
+    tasks = {t.task.name: tekton.task(t.task) for t in p.all_tasks}
+    assert tekton_graph(tekton.pipeline(p), tasks) == spec_graph(p)
 
 
 def test_parity_sees_a_changed_gate() -> None:

@@ -67,6 +67,7 @@ EXPECTED_IMAGE_PARAM = {
     "clone": "git-image",
     "test": "train-image",
     "detect-drift": "train-image",
+    "select-best": "train-image",
     "train": "train-image",
     "evaluate": "train-image",
     "promote": "train-image",

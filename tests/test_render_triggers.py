@@ -283,7 +283,12 @@ def test_tekton_lint(tmp_path: Path) -> None:
     )
     out = proc.stdout
     problems = json.loads(out[out.index("[") :])
-    real = [p for p in problems if p["path"].startswith("triggers/") or p["level"] == "error"]
+    real = [
+        p
+        for p in problems
+        if (p["path"].startswith("triggers/") or p["level"] == "error")
+        and not tekton_lint.wrong_report(p)
+    ]
     assert real == []
 
 
@@ -347,7 +352,8 @@ def test_triggers_submit_the_exact_commit() -> None:
     wf = trigger["template"]["argoWorkflow"]
     params = wf["source"]["resource"]["spec"]["arguments"]["parameters"]
     dests = {p["dest"]: p["src"]["dataKey"] for p in wf["parameters"] if "dataKey" in p["src"]}
-    assert [p["name"] for p in params] == ["repo-url", "revision"]
+    # ci's MLflow URI only serves run-tests' cache: the catalog's server, tests cached there
+    assert [p["name"] for p in params] == ["repo-url", "revision", "mlflow-tracking-uri"]
     assert dests == {
         "spec.arguments.parameters.0.value": "body.repository.clone_url",
         "spec.arguments.parameters.1.value": "body.after",

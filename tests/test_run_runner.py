@@ -288,7 +288,7 @@ def test_every_catalog_task_resolves_completely(name: str, tmp_path: Path) -> No
     # A result bound to a typed param (boolean, enum, number) gets a value of that type.
     for pt in spec.all_tasks:
         for key, text in pt.params.items():
-            m = re.fullmatch(r"\$\(tasks\.([^.]+)\.results\.([^)]+)\)", text)
+            m = re.fullmatch(r"\$\(tasks\.([^.]+)\.results\.([\w-]+)(?:\[\*\])?\)", text)
             target = pt.task.param(key)
             if m and target.problem(records[m.group(1)].results[m.group(2)]):
                 records[m.group(1)].results[m.group(2)] = (target.choices or ("1",))[0]

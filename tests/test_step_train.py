@@ -145,7 +145,9 @@ def test_sklearn_train_logs_a_loadable_model(tmp_path, store, monkeypatch):
 
 def test_same_data_same_hash_and_score(tmp_path, store):
     a = train(workspace(tmp_path / "a"), "--overrides", TINY["sklearn"])["results"]
-    b = train(workspace(tmp_path / "b"), "--overrides", TINY["sklearn"])["results"]
+    # --cache false: a second training, not a replay of the first (tests/test_step_cache.py)
+    b = train(workspace(tmp_path / "b"), "--overrides", TINY["sklearn"], "--cache", "false")
+    b = b["results"]
     assert a["data-hash"] == b["data-hash"]
     assert a["metric-value"] == b["metric-value"]
     assert a["run-id"] != b["run-id"]
@@ -292,9 +294,11 @@ def test_parser_takes_every_catalog_arg():
     from taskyard.catalog.tasks import train as catalog
 
     for task in (catalog.TASK, catalog.GPU_TASK):
-        argv = ["cpu" if a == "$(params.device)" else a.replace("$(", "x") for a in task.args]
+        fixed = {"$(params.device)": "cpu", "$(params.cache)": "true"}
+        argv = [fixed.get(a) or a.replace("$(", "x") for a in task.args]
         args = train_step.build_parser().parse_args(argv)
         assert args.device == "cpu" and args.overrides == "xparams.overrides)"
         assert {p.name for p in task.results} == {
-            "run-id", "model-uri", "model-name", "metric-name", "metric-value", "data-hash"
+            "run-id", "model-uri", "model-name", "metric-name", "metric-value", "data-hash",
+            "cached-from",
         }  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 
-from taskyard.catalog.pipelines import ci, drift_retrain, retrain, train_eval_deploy
+from taskyard.catalog.pipelines import ci, drift_retrain, retrain, sweep, train_eval_deploy
 from taskyard.catalog.tasks import (
     deploy,
     detect_drift,
@@ -13,6 +13,7 @@ from taskyard.catalog.tasks import (
     promote,
     report,
     run_tests,
+    select_best,
     train,
 )
 from taskyard.errors import CatalogError
@@ -25,6 +26,7 @@ TASKS: dict[str, TaskSpec] = {
         run_tests.TASK,
         train.TASK,
         train.GPU_TASK,
+        select_best.TASK,
         detect_drift.TASK,
         evaluate.TASK,
         promote.TASK,
@@ -40,6 +42,7 @@ PIPELINES: dict[str, PipelineSpec] = {
         train_eval_deploy.GPU_PIPELINE,
         retrain.PIPELINE,
         drift_retrain.PIPELINE,
+        sweep.PIPELINE,
     )
 }
 

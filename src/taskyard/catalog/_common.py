@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from taskyard import __version__
 from taskyard.spec import Param, Resources, Result, TaskSpec, Workspace, result_path
+from taskyard.spec.task import CACHE_AGE_PARAM, CACHE_PARAM, CACHE_RESULT
 from taskyard.steps._results import env_name as result_env_name
 
 REGISTRY = "ghcr.io/taskyard"
@@ -45,7 +46,13 @@ def step_task(
     tags: tuple[str, ...] = (),
     resources: Resources | None = None,
     network: bool = False,
+    cache: bool = False,
 ) -> TaskSpec:
+    if cache:
+        params, results, args = [*params, *cache_params()], [*results, CACHED_FROM], [*args]
+        args += ["--cache", f"$(params.{CACHE_PARAM})"]
+        args += ["--cache-max-age", f"$(params.{CACHE_AGE_PARAM})"]
+        env = {**(env or {}), CACHE_IMAGE_ENV: "$(params.image)"}
     full_env = {result_env_name(r.name): result_path(r.name) for r in results}
     full_env.update(env or {})
     return TaskSpec(
@@ -63,7 +70,39 @@ def step_task(
         workspaces=tuple(workspaces),
         resources=resources or Resources(),
         network=network,
+        cache=cache,
     )
+
+
+# The image param reaches a cached step, whose key holds the digest when the image is pinned.
+CACHE_IMAGE_ENV = "TASKYARD_IMAGE"
+CACHED_FROM = Result(
+    name=CACHE_RESULT,
+    description=(
+        "The cache entry (an MLflow run in experiment `taskyard-cache`) whose results this "
+        "task replayed; empty when it computed them."
+    ),
+)
+
+
+def cache_params() -> list[Param]:
+    return [
+        Param(
+            name=CACHE_PARAM,
+            type="boolean",
+            default="true",
+            description=(
+                "Replay the stored results when every input was seen before: the step code "
+                "or image digest, the params, the commit and the data's content hash "
+                "(docs/caching.md). `false` always computes (and stores nothing)."
+            ),
+        ),
+        Param(
+            name=CACHE_AGE_PARAM,
+            default="",
+            description="Ignore cache entries older than this (`30d`, `12h`, `90m`); empty: any.",
+        ),
+    ]
 
 
 def project_params() -> list[Param]:

@@ -7,7 +7,7 @@ import argparse
 from rich.console import Console
 
 from taskyard.cli._common import add_executor_flag, add_param_flag, pairs
-from taskyard.cli.run import execute
+from taskyard.cli.run import add_warm_flag, execute
 
 
 def add_demo(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -24,6 +24,7 @@ def add_demo(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     add_param_flag(p)
     p.add_argument("--pipeline", default="train-eval-deploy", help="default: train-eval-deploy")
     add_executor_flag(p)
+    add_warm_flag(p)
     p.set_defaults(func=cmd_demo)
 
 
@@ -39,7 +40,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         **pairs(args.param, "-p"),
     }
     Console(highlight=False).print(f"example repository {url} at [bold]{commit[:12]}[/]")
-    code = execute(args.pipeline, params, {}, max_parallel=4, executor=args.executor)
+    code = execute(
+        args.pipeline, params, {}, max_parallel=4, executor=args.executor, warm=args.warm
+    )
     if code == 0 and params.get("keep-serving", "true") == "true":
         from taskyard import deployments
 

@@ -126,7 +126,9 @@ def _check_repo_url(url: str) -> str:
     return url
 
 
-def _values(args: argparse.Namespace, declared: set[str], pipeline: str) -> Values:
+def _values(
+    args: argparse.Namespace, declared: set[str], pipeline: str, needed: set[str] | None = None
+) -> Values:
     from taskyard.render.values import CATALOG, Values
 
     if args.check or args.engine:
@@ -140,7 +142,7 @@ def _values(args: argparse.Namespace, declared: set[str], pipeline: str) -> Valu
         ("mlflow_tracking_uri", "mlflow-tracking-uri"),
     ):
         flag = _PROJECT_FLAGS[dest]
-        if param in declared and not getattr(args, dest):
+        if param in (declared if needed is None else needed) and not getattr(args, dest):
             raise UsageError(f"pipeline {pipeline!r} needs {flag} (its param {param})")
         if param not in declared and getattr(args, dest) is not None:
             raise UsageError(f"pipeline {pipeline!r} has no param {param}: drop {flag}")
@@ -188,7 +190,9 @@ def _render_repository(args: argparse.Namespace) -> int:
         spec = load_pipeline(args.pipeline)
     except TaskyardError as e:
         raise UsageError(str(e)) from e
-    values = _values(args, {p.name for p in spec.params}, spec.name)
+    from taskyard.render._triggers import required_values
+
+    values = _values(args, {p.name for p in spec.params}, spec.name, required_values(spec))
     schedule = _schedule(args)
     try:
         files = project.files(spec, values, schedule)

@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -57,6 +57,12 @@ def add_run(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) ->
     )
     p.add_argument("--max-parallel", type=int, default=4, metavar="N", help="default: 4")
     p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="compute every cached task (tests, train, evaluate) and store nothing "
+        "(docs/caching.md); a FILE.yaml run gets -p cache=false",
+    )
+    p.add_argument(
         "--run-id",
         metavar="ID",
         help="the run's id (default: made up); for supervisors that track the run's folder",
@@ -68,7 +74,20 @@ def add_run(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) ->
         help="what started the run, kept in its record (supervisors: source, delivery, alert)",
     )
     add_executor_flag(p)
+    add_warm_flag(p)
     p.set_defaults(func=cmd_run)
+
+
+def add_warm_flag(p: argparse.ArgumentParser) -> None:
+    """``--warm/--no-warm``, shared by ``taskyard run`` and ``taskyard demo``."""
+    p.add_argument(
+        "--warm",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="subprocess executor: fork `python -m taskyard.steps.…` steps from an "
+        "interpreter that has mlflow, pandas and scikit-learn loaded (default: on; same "
+        "argv, env, cwd and exit codes; run/warm.py)",
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -78,10 +97,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         pairs(args.workspace, "--workspace"),
         max_parallel=args.max_parallel,
         executor=args.executor,
+        warm=args.warm,
         run_id=args.run_id,
         trigger=pairs(args.trigger, "--trigger"),
         files=args.file,
         git_repos=pairs(args.git_repo, "--git-repo"),
+        no_cache=args.no_cache,
     )
 
 
@@ -95,13 +116,15 @@ def execute(
     files: list[str] | None = None,
     git_repos: dict[str, str] | None = None,
     trigger: dict[str, str] | None = None,
+    warm: bool = False,
+    no_cache: bool = False,
 ) -> int:
-    """Run a pipeline with live progress; the exit code of ``taskyard run``."""
+    """Run a pipeline with live progress; the exit code of ``taskyard run``.
+
+    ``warm``: catalog pipelines on the subprocess executor fork their steps from a warm
+    interpreter, stopped when the run ends (off by default for callers other than the CLI).
+    """
     from taskyard.engines import is_yaml
-    from taskyard.redact import redact
-    from taskyard.run import Runner, load_pipeline
-    from taskyard.run.progress import Progress
-    from taskyard.run.store import CANCELLED, SUCCEEDED
 
     if files and not is_yaml(pipeline):
         raise UsageError("-f/--file is for FILE.yaml runs only")
@@ -111,15 +134,52 @@ def execute(
 
         chosen = DockerExecutor()
         chosen.check()
+    elif warm and not is_yaml(pipeline):
+        from taskyard.run.executor import SubprocessExecutor
+
+        chosen = SubprocessExecutor(warm=True)
+    try:
+        return _execute(pipeline, params, workspaces, max_parallel, executor, run_id, files,
+                        git_repos, trigger, chosen, no_cache)  # fmt: skip
+    finally:
+        close = getattr(chosen, "close", None)
+        if close is not None:
+            close()
+
+
+def _execute(
+    pipeline: str,
+    params: dict[str, str],
+    workspaces: dict[str, str],
+    max_parallel: int,
+    executor: str,
+    run_id: str | None,
+    files: list[str] | None,
+    git_repos: dict[str, str] | None,
+    trigger: dict[str, str] | None,
+    chosen: Any,
+    no_cache: bool = False,
+) -> int:
+    from taskyard.engines import is_yaml
+    from taskyard.redact import redact
+    from taskyard.run import Runner, load_pipeline
+    from taskyard.run.load import without_cache
+    from taskyard.run.progress import Progress
+    from taskyard.run.store import CANCELLED, SUCCEEDED
+
     progress = Progress(Console(stderr=False))
     try:
         if is_yaml(pipeline):
+            if no_cache:
+                params = {**params, "cache": "false"}
             runner = _file_runner(
                 pipeline, params, workspaces, executor, files or [], git_repos or {},
                 max_parallel, progress, run_id,
             )  # fmt: skip
         else:
             spec = load_pipeline(pipeline)
+            if no_cache:
+                spec = without_cache(spec)
             runner = Runner(
                 spec,
                 params,

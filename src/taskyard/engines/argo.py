@@ -26,6 +26,11 @@ Semantics implemented, as argo-workflows documents them (docs/*.md at v4.1.2):
 - outputs: ``valueFrom.path`` is read from the container after it exits, less one trailing
   newline (workflow/executor/executor.go), ``default`` when the file is missing, an error
   otherwise; ``retryPolicy`` OnFailure (default) / OnError / Always decides what is retried.
+- ``withItems`` (docs/walk-through/loops.md): one pod per item, ``{{item}}`` /
+  ``{{item.KEY}}`` in its arguments, shown as ``T[0]``, ``T[1]``…; ``T`` fails if one failed
+  (failFast), and ``{{tasks.T.outputs.parameters.P}}`` is the JSON list of the items' values in
+  item order (docs/variables.md; workflow/controller/operator.go ``processAggregateNodeOutputs``,
+  ``aggregatedJSONValueList``: the values as strings unless every one is a JSON map or list).
 - ``emptyDir`` volumes are each pod's own.
 - ``retryStrategy.limit`` retries the pod; a template's ``activeDeadlineSeconds`` limits each
   pod; the workflow's limits the entrypoint; the exit handler runs after it either way
@@ -44,6 +49,8 @@ Semantics implemented, as argo-workflows documents them (docs/*.md at v4.1.2):
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -61,7 +68,7 @@ from taskyard.engines._common import (
 )
 from taskyard.engines.exprs import depends_tasks, evaluate_depends, evaluate_when
 from taskyard.engines.pods import Container, Mount
-from taskyard.engines.scheduler import Fail, Node, OutputError, Skip, Start
+from taskyard.engines.scheduler import Done, Fail, Node, OutputError, Skip, Start
 from taskyard.errors import RunError
 from taskyard.home import home
 from taskyard.run.store import CANCELLED, FAILED, SKIPPED, SUCCEEDED, RunRecord
@@ -275,7 +282,7 @@ class ArgoRun:
             t = fields(
                 raw,
                 f"{where}.dag.tasks[{i}]",
-                ("name", "template", "arguments", "depends", "dependencies", "when"),
+                ("name", "template", "arguments", "depends", "dependencies", "when", "withItems"),
             )
             tname = t["name"]
             twhere = f"dag task {tname!r}"
@@ -318,7 +325,9 @@ class ArgoRun:
                     f"template {template['name']!r}.retryStrategy.limit {limit!r} is not a number"
                 )
             deadline = template.get("activeDeadlineSeconds")
-            nodes.append(
+            nodes += _fan_out(
+                t.get("withItems"),
+                twhere,
                 Node(
                     name=tname,
                     ref=template["name"],
@@ -333,7 +342,7 @@ class ArgoRun:
                         "args": args,
                         "template": template,
                     },
-                )
+                ),
             )
         return nodes
 
@@ -517,8 +526,10 @@ class ArgoRun:
 
         return resolve
 
-    def decide(self, node: Node, rec: RunRecord, attempt: int) -> Skip | Fail | Start:
+    def decide(self, node: Node, rec: RunRecord, attempt: int) -> Skip | Fail | Start | Done:
         where = f"dag task {node.name!r}"
+        if "trials" in node.extra:
+            return _join(node, rec)
         if node.extra["depends"].strip():
             states = {k: v for k, v in self._states(rec).items() if k in node.deps}
             if not evaluate_depends(node.extra["depends"], states, where):
@@ -612,7 +623,8 @@ class ArgoRun:
                 raise RunError(f"{where}: volumeMount {m['name']!r} names no volume")
             host = self.volumes[m["name"]]
             if m["name"] in self.per_pod:
-                host = shared_folder(self.rec.path / "pods" / f"{node.name}-{attempt}" / m["name"])
+                pod = node.extra.get("pod", node.name)
+                host = shared_folder(self.rec.path / "pods" / f"{pod}-{attempt}" / m["name"])
             if m.get("subPath"):
                 host = shared_folder(host / m["subPath"])
             mounts.append(Mount(host, m["mountPath"], bool(m.get("readOnly"))))
@@ -635,7 +647,7 @@ class ArgoRun:
             ),
         }
         return Container(
-            name=node.name,
+            name=node.extra.get("pod", node.name),
             image=sub(c.get("image", "")),
             command=[sub(x) for x in items(c.get("command"), f"{where}.container.command")],
             args=[sub(x) for x in items(c.get("args"), f"{where}.container.args")],
@@ -650,7 +662,7 @@ class ArgoRun:
     def outputs(self, node: Node, files: dict[str, str | None]) -> dict[str, str]:
         out = {}
         for name, default, global_name in node.extra.get("outputs", []):
-            value = files.get(f"{node.name}/{name}")
+            value = files.get(f"{node.extra.get('pod', node.name)}/{name}")
             if value is None:
                 if default is None:
                     raise OutputError(f"output parameter {name!r}: no file and no default")
@@ -668,3 +680,85 @@ class ArgoRun:
 
     def finish(self, rec: RunRecord) -> None:
         rec.results = dict(self.globals)
+
+
+_ITEM = re.compile(r"\{\{\s*item(?:\.([\w-]+))?\s*\}\}")
+
+
+def _fan_out(raw: Any, where: str, node: Node) -> list[Node]:
+    """``withItems``: a node per item (``{{item}}``/``{{item.KEY}}`` in its arguments), then
+    the join node named like the task, after all of them."""
+    if raw is None:
+        return [node]
+    values = items(raw, f"{where}.withItems")
+    if not values:
+        raise Unsupported(f"{where}.withItems: an empty list is not supported by taskyard run")
+    trials = []
+    for i, item in enumerate(values):
+
+        def fill(m: re.Match[str], item: Any = item, i: int = i) -> str:
+            if m.group(1) is None:
+                return item if isinstance(item, str) else json.dumps(item)
+            if not isinstance(item, dict) or m.group(1) not in item:
+                raise RunError(f"{where}.withItems[{i}] has no key {m.group(1)!r}")
+            return str(item[m.group(1)])
+
+        extra = copy.copy(node.extra)
+        extra["args"] = {k: _ITEM.sub(fill, v) for k, v in node.extra["args"].items()}
+        extra["pod"] = f"{node.name}.{i}"
+        trials.append(
+            Node(
+                name=f"{node.name}[{i}]",
+                ref=node.ref,
+                deps=node.deps,
+                final=node.final,
+                retries=node.retries,
+                timeout=node.timeout,
+                extra=extra,
+            )
+        )
+    join = Node(
+        name=node.name,
+        ref=node.ref,
+        deps=frozenset(t.name for t in trials),
+        final=node.final,
+        extra={
+            **node.extra,
+            "depends": "",
+            "when": "",
+            "args": {},
+            "trials": [t.name for t in trials],
+        },
+        join=True,
+    )
+    return [*trials, join]
+
+
+def _join(node: Node, rec: RunRecord) -> Skip | Fail | Done:
+    trials = [rec.tasks[t] for t in node.extra["trials"]]
+    bad = [t for t in trials if t.state == FAILED]
+    if bad:
+        return Fail(f"item {bad[0].name} failed: {bad[0].reason}")
+    ran = [t for t in trials if t.state == SUCCEEDED]  # only Succeeded children aggregate
+    if not ran:
+        return Skip("no item ran", "parent")
+    names = sorted({n for t in ran for n in t.results})
+    out = {n: _aggregate([t.results[n] for t in ran if n in t.results]) for n in names}
+    return Done(out, f"{len(ran)} of {len(trials)} items")
+
+
+def _aggregate(values: list[str]) -> str:
+    """operator.go ``aggregatedJSONValueList``: a JSON list of the values (Go's compact JSON),
+    of the parsed values when every one is a JSON map or list."""
+    parsed = []
+    for v in values:
+        try:
+            x = json.loads(v)
+        except ValueError:
+            break
+        if not isinstance(x, dict | list):
+            break
+        parsed.append(x)
+    else:
+        return json.dumps(parsed, separators=(",", ":"))
+    return json.dumps(values, separators=(",", ":"))

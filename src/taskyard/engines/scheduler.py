@@ -52,6 +52,8 @@ class Node:
     retries: int = 0
     timeout: float | None = None
     extra: dict = field(default_factory=dict)  # the engine's own data for the node
+    # A fan-out's join (its deps: the trials): decided even after a failure, to fail with them.
+    join: bool = False
 
 
 @dataclass
@@ -70,7 +72,16 @@ class Start:
     containers: list[Container]
 
 
-Decision = Skip | Fail | Start
+@dataclass
+class Done:
+    """Succeeded without a pod: a fan-out's join node (Tekton matrix, Argo withItems), whose
+    outputs are its trials' aggregated."""
+
+    results: dict[str, str]
+    reason: str = ""
+
+
+Decision = Skip | Fail | Start | Done
 
 
 class OutputError(Exception):
@@ -207,7 +218,7 @@ class Scheduler:
             progressed = False
             for name in list(pending):
                 node = self.nodes[name]
-                if self._stopping and not node.final:
+                if self._stopping and not node.final and not node.join:
                     self._skip(name, f"not started: {self._stopping}", "parent")
                 elif any(records[d].state not in TERMINAL for d in node.deps):
                     continue
@@ -228,6 +239,8 @@ class Scheduler:
             self._skip(node.name, decision.reason, decision.kind)
         elif isinstance(decision, Fail):
             self._end(node.name, FAILED, decision.reason)
+        elif isinstance(decision, Done):
+            self._end(node.name, SUCCEEDED, decision.reason, decision.results)
         else:
             rec = self.rec.tasks[node.name]
             rec.state, rec.started, rec.attempts = RUNNING, time.time(), 1

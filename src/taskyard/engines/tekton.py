@@ -11,6 +11,12 @@ Semantics implemented, each as tektoncd/pipeline documents it (docs/*.md at v1.x
   ``$(results.R.path)`` (``/tekton/results/R``), ``$(workspaces.W.path)`` (``mountPath``,
   default ``/workspace/W``; "" when an optional one is unbound), ``$(workspaces.W.bound)``,
   ``$(context.taskRun.name)``, ``$(context.pipelineRun.name)``. Substitution is one pass.
+- ``matrix.params`` (docs/matrix.md): one TaskRun per combination, the first param varying
+  slowest, shown as ``T[0]``, ``T[1]``…; ``T`` itself succeeds once all have, fails if any
+  failed and all are done (pipelinerunresolution.go ``isFailure``); its string results are
+  aggregated into arrays, read whole as ``$(tasks.T.results.R[*])`` into a ``type: array``
+  param, which a step expands with ``$(params.x[*])`` as separate args (docs/matrix.md
+  "Results from fanned out Matrixed PipelineTasks"). Arrays go nowhere else.
   ``$(...)`` that names none of these prefixes is left as is (a shell's ``$(date)``).
 - order: ``runAfter`` plus every task whose results a task reads; ``when`` (``in``/``notin``)
   on resolved values; a task skipped by its ``when`` does not skip its ``runAfter`` dependents,
@@ -45,6 +51,7 @@ Semantics implemented, each as tektoncd/pipeline documents it (docs/*.md at v1.x
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -65,7 +72,7 @@ from taskyard.engines._common import (
     text,
 )
 from taskyard.engines.pods import Container, Mount
-from taskyard.engines.scheduler import Fail, Node, OutputError, Skip, Start
+from taskyard.engines.scheduler import Done, Fail, Node, OutputError, Skip, Start
 from taskyard.errors import RunError
 from taskyard.home import home
 from taskyard.run.resolve import tasks_status
@@ -123,6 +130,8 @@ class PipelineTask:
     task_params: dict[str, str | None] = field(default_factory=dict)  # the Task's defaults
     task_enums: dict[str, list[str]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    arrays: set[str] = field(default_factory=set)  # the Task's ``type: array`` params
+    matrix: list[dict[str, str]] = field(default_factory=list)  # the combinations
 
 
 class TektonRun:
@@ -162,7 +171,7 @@ class TektonRun:
         for key, final in (("tasks", False), ("finally", True)):
             for i, raw in enumerate(items(self.spec.get(key), f"Pipeline.spec.{key}")):
                 self.ptasks.append(self._pipeline_task(raw, f"spec.{key}[{i}]", final))
-        self.nodes = [self._node(pt) for pt in self.ptasks]
+        self.nodes = [n for pt in self.ptasks for n in self._nodes(pt)]
         self.timeouts = self._timeouts(run_spec)
         self.pod_security = self._pod_security(run_spec)
         self._task_run_specs(run_spec)
@@ -311,6 +320,7 @@ class TektonRun:
                 "when",
                 "retries",
                 "timeout",
+                "matrix",
             ),
             ("displayName", "description"),
         )
@@ -342,10 +352,13 @@ class TektonRun:
                 )
             )
         pt = PipelineTask(name, task, params, spaces, when, final)
+        pt.matrix = self._matrix(raw.get("matrix"), f"pipeline task {name!r}.matrix", final)
         self._check_task_params(pt)
         texts = [*params.values(), *(w[0] for w in when), *(v for w in when for v in w[2])]
         for t in texts:
-            pt.consumed |= set(re.findall(r"\$\(\s*tasks\.([\w-]+)\.results\.[\w.-]+\s*\)", t))
+            pt.consumed |= set(
+                re.findall(r"\$\(\s*tasks\.([\w-]+)\.results\.[\w.-]+(?:\[\*\])?\s*\)", t)
+            )
         pt.extra = {
             "runAfter": [
                 text(x, "runAfter") for x in items(raw.get("runAfter"), f"{where}.runAfter")
@@ -356,6 +369,27 @@ class TektonRun:
             else None,
         }
         return pt
+
+    @staticmethod
+    def _matrix(raw: Any, where: str, final: bool) -> list[dict[str, str]]:
+        """``matrix.params`` -> the combinations, in Tekton's order (docs/matrix.md)."""
+        if raw is None:
+            return []
+        if final:
+            raise RunError(f"{where}: a finally task cannot have a matrix")
+        m = fields(raw, where, ("params",))  # matrix.include: "not supported" by fields()
+        if not m.get("params"):
+            raise RunError(f"{where} is not supported by taskyard run without matrix.params")
+        combos: list[dict[str, str]] = [{}]
+        for i, p in enumerate(items(m.get("params"), f"{where}.params")):
+            p = fields(p, f"{where}.params[{i}]", ("name", "value"))
+            values = p.get("value")
+            if not isinstance(values, list) or not values:
+                raise RunError(f"{where}.params[{i}].value must be a non-empty list of strings")
+            name = text(p.get("name"), f"{where}.params[{i}].name")
+            combos = [{**c, name: text(v, f"{where}.params[{i}].value")} for c in combos
+                      for v in values]  # fmt: skip
+        return combos
 
     @staticmethod
     def _check_steps(task: TaskDef) -> None:
@@ -377,10 +411,13 @@ class TektonRun:
                 ("name", "type", "default", "enum"),
                 ("description",),
             )
-            if p.get("type", "string") != "string":
+            kind = p.get("type", "string")
+            if kind == "array" and "default" not in p:
+                pt.arrays.add(p["name"])  # only a fanned-out task's results fill one here
+            elif kind != "string":
                 raise RunError(
                     f"{pt.task.where}.params[{i}].type {p['type']!r} is not supported by "
-                    "taskyard run (string only)"
+                    "taskyard run (string, and array without a default)"
                 )
             declared[p["name"]] = p.get("default")
             pt.task_enums[p["name"]] = [text(v, "enum") for v in items(p.get("enum"), "enum")]
@@ -388,9 +425,45 @@ class TektonRun:
             if key not in declared:
                 raise RunError(f"{where}: param {key!r} is not a param of {pt.task.where}")
         for key, default in declared.items():
-            if default is None and key not in pt.params:
+            if default is None and key not in pt.params and not any(key in c for c in pt.matrix):
                 raise RunError(f"{where}: required param {key!r} of {pt.task.where} is not bound")
         pt.task_params = declared
+
+    def _nodes(self, pt: PipelineTask) -> list[Node]:
+        """The task's node; with a matrix, one per combination and the join ``T`` after them."""
+        node = self._node(pt)
+        if not pt.matrix:
+            return [node]
+        trials = [
+            Node(
+                name=f"{pt.name}[{i}]",
+                ref=node.ref,
+                deps=node.deps,
+                retries=node.retries,
+                timeout=node.timeout,
+                extra={"pt": pt, "combination": c, "pod": f"{pt.name}.{i}"},
+            )
+            for i, c in enumerate(pt.matrix)
+        ]
+        join = Node(
+            name=pt.name,
+            ref=node.ref,
+            deps=frozenset(t.name for t in trials),
+            extra={"pt": pt, "trials": [t.name for t in trials]},
+            join=True,
+        )
+        return [*trials, join]
+
+    def _join(self, node: Node, rec: RunRecord) -> Skip | Fail | Done:
+        trials = [rec.tasks[t] for t in node.extra["trials"]]
+        bad = [t for t in trials if t.state == FAILED]
+        if bad:
+            return Fail(f"trial {bad[0].name} failed: {bad[0].reason}")
+        if any(t.state != SUCCEEDED for t in trials):
+            return Skip("not every trial ran", "parent")
+        names = set.intersection(*(set(t.results) for t in trials))
+        results = {n: json.dumps([t.results[n] for t in trials]) for n in sorted(names)}
+        return Done(results, f"{len(trials)} trials")
 
     def _node(self, pt: PipelineTask) -> Node:
         extra = pt.extra
@@ -535,8 +608,10 @@ class TektonRun:
             path = shared_folder(path / w["subPath"])
         return path
 
-    def decide(self, node: Node, rec: RunRecord, attempt: int) -> Skip | Fail | Start:
+    def decide(self, node: Node, rec: RunRecord, attempt: int) -> Skip | Fail | Start | Done:
         pt: PipelineTask = node.extra["pt"]
+        if "trials" in node.extra:
+            return self._join(node, rec)
         tasks = rec.tasks
         for dep in sorted(pt.consumed):
             if tasks[dep].state != SUCCEEDED:
@@ -555,7 +630,20 @@ class TektonRun:
             if (got in want) != (op == "in"):
                 return Skip(f"when {inp} ({got!r}) {op} {want} is false")
         params = {k: v for k, v in pt.task_params.items() if v is not None}
+        params.update(node.extra.get("combination", {}))
         for key, value in pt.params.items():
+            whole = re.fullmatch(r"\$\(\s*(tasks\.[\w-]+\.results\.[\w.-]+)\[\*\]\s*\)", value)
+            if (key in pt.arrays) != bool(whole):
+                return Fail(
+                    f"{where}, params.{key}: an array param takes a fanned-out task's results "
+                    "whole ($(tasks.T.results.R[*])), and nothing else does"
+                )
+            if whole:  # the join's results: JSON lists
+                got = resolve(whole.group(1))
+                if got is None:
+                    return Fail(f"{where}: {value} cannot be resolved here")
+                params[key] = got
+                continue
             params[key] = substitute(value, resolve, f"{where}, params.{key}")
             allowed = pt.task_enums.get(key)
             if allowed and params[key] not in allowed:
@@ -604,7 +692,8 @@ class TektonRun:
             ("params", "results", "workspaces", "steps"),
             ("displayName", "description"),
         )
-        pod = self.rec.path / "pods" / f"{pt.name}-{attempt}"
+        pod_name = node.extra.get("pod", pt.name)  # a trial's own: `train.0`
+        pod = self.rec.path / "pods" / f"{pod_name}-{attempt}"
         results_dir = shared_folder(pod / "results")
         scratch = shared_folder(pod / "workspace")
         mounts = [Mount(scratch, "/workspace"), Mount(results_dir, RESULTS)]
@@ -674,7 +763,13 @@ class TektonRun:
                 e = fields(e, f"{where}.env[{j}]", ("name", "value"))
                 env[e["name"]] = sub(e.get("value", ""))
             command = [sub(c) for c in items(s.get("command"), f"{where}.command")]
-            args = [sub(a) for a in items(s.get("args"), f"{where}.args")]
+            args = []
+            for a in items(s.get("args"), f"{where}.args"):
+                star = re.fullmatch(r"\$\(\s*params\.([\w-]+)\[\*\]\s*\)", text(a, where))
+                if star and star.group(1) in pt.arrays:  # expanded into separate args
+                    args += [str(v) for v in json.loads(params[star.group(1)])]
+                else:
+                    args.append(sub(a))
             step_name = s.get("name") or f"step-{i}"
             script = None
             if "script" in s:
@@ -689,7 +784,7 @@ class TektonRun:
             }
             out.append(
                 Container(
-                    name=f"{pt.name}-{step_name}",
+                    name=f"{pod_name}-{step_name}",
                     image=sub(s.get("image", "")),
                     command=command,
                     args=args,

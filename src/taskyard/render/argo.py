@@ -12,6 +12,12 @@ One WorkflowTemplate per pipeline:
   Secret volumes named like the workspace;
 - ``finally`` tasks form the ``finally`` DAG, run as the workflow's exit handler (``onExit``);
 - pipeline results are exported as global output parameters (``globalName``);
+- a task's ``matrix`` becomes ``withItems``: one item per combination, a map with one key per
+  matrix param, passed as ``{{item.<param>}}`` (docs/variables.md, "Loops": ``item.<FIELDNAME>``);
+  downstream, ``{{tasks.T.outputs.parameters.R}}`` of such a task "contains a JSON array of the
+  output parameter values of each invocation" (docs/variables.md), ordered by item
+  (workflow/controller/operator.go ``processAggregateNodeOutputs`` sorts the children), which
+  is what ``$(tasks.T.results.R[*])`` means; an array param inside a task is that one string;
 - who the pods run as: each container template's ``serviceAccountName`` is its task kind's
   account (:mod:`taskyard.render.accounts`; a template's wins over the workflow's,
   argo-workflows v4.1.2 workflow/controller/workflowpod.go ``setupServiceAccount``), and the
@@ -379,10 +385,12 @@ def dag_task(spec: PipelineSpec, t: PipelineTask, globals_: Mapping[tuple[str, s
         )
         for k, v in t.params.items()
     ]
+    args += [Parameter(name=k, value=tag(f"item.{k}")) for k in t.matrix]
     return Task(
         name=t.name,
         template=t.name,
         arguments=args or None,
+        with_items=t.combinations() if t.matrix else None,
         depends=" && ".join(deps) or None,
         when=when_expression(spec, t, globals_),
     )
@@ -487,8 +495,11 @@ def cron_workflow(spec: PipelineSpec, opts: CronOptions | None = None) -> CronWo
             raise RenderError(f"pipeline {spec.name!r}: cron argument {key!r} is not a param")
     # Every task runs in its own pod: without the MLflow server each logs to a throw-away
     # store and evaluate never finds train's run; without the model name the gate has no model.
-    for key in ("model-name", "mlflow-tracking-uri"):
-        if key in known and not opts.arguments.get(key, "").strip():
+    from taskyard.render._triggers import CLUSTER_VALUES, required_values
+
+    needed = required_values(spec)
+    for key in (k for k in CLUSTER_VALUES if k in needed):
+        if not opts.arguments.get(key, "").strip():
             raise RenderError(f"pipeline {spec.name!r}: the schedule needs a {key!r} argument")
     return CronWorkflow(
         name=opts.name or f"{spec.name}-cron",

@@ -103,6 +103,14 @@ def _resources(task: TaskSpec) -> str:
     return ", ".join(p for p in parts if p) or "none requested"
 
 
+CACHE_NOTE = (
+    "on. The step replays the results stored in MLflow (experiment `taskyard-cache`) when "
+    "the step code or image digest, every param, the project's commit and the data's content "
+    "hash were all seen before, and says `cached-from`; `cache=false` computes "
+    "([docs/caching.md](../../../docs/caching.md))"
+)
+
+
 def task_readme(task: TaskSpec, *, install: Example, usage: Sequence[Example]) -> str:
     """The catalog page of a task: what it runs, its params, results, workspaces, a sample."""
     image = task.param("image").default if "image" in task.param_names else task.image
@@ -112,6 +120,7 @@ def task_readme(task: TaskSpec, *, install: Example, usage: Sequence[Example]) -
         "separate argument or environment variable, never through a shell script.\n\n"
         f"- Resources: {_resources(task)}\n"
         f"- Network: {'needed' if task.network else 'not needed'}\n"
+        f"- Cache: {CACHE_NOTE if task.cache else 'off'}\n"
     )
     workspaces = _table(
         ("Name", "Description", "Optional", "Read-only"),
@@ -149,6 +158,25 @@ def _when(t: PipelineTask) -> str:
         )
         or "-"
     )
+
+
+def _fan_out(p: PipelineSpec) -> str:
+    """The matrixed tasks' combinations, and what each engine needs to run them (only pipelines
+    with a matrix get the section)."""
+    parts = []
+    for t in p.tasks:
+        if not t.matrix:
+            continue
+        rows = [(str(i), ", ".join(f"`{k}={v}`" for k, v in c.items()))
+                for i, c in enumerate(t.combinations())]  # fmt: skip
+        parts.append(
+            f"`{t.name}` runs once per combination ({len(rows)}), in parallel: Tekton "
+            "`matrix` (needs `enable-api-fields: beta` in the `feature-flags` ConfigMap, "
+            "Pipelines v0.53+), Argo `withItems`, `taskyard run` up to `--max-parallel`. "
+            f"Downstream tasks read its results as arrays, `$(tasks.{t.name}.results.NAME[*])`."
+            "\n\n" + _table(("#", "Params"), rows)
+        )
+    return _section("Fan-out", "\n".join(parts)) if parts else ""
 
 
 def pipeline_readme(
@@ -191,6 +219,7 @@ def pipeline_readme(
         + f"Tags: {', '.join(p.tags) or '-'}.\n\n"
         + _section("Install", _examples([install]))
         + _section("Tasks", timeout + tasks)
+        + _fan_out(p)
         + _section("Parameters", _params(p.params))
         + _section("Workspaces", workspaces if p.workspaces else "None.\n")
         + _section("Results", results if p.results else "None.\n")

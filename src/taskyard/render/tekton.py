@@ -29,10 +29,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from taskyard.errors import RenderError
 from taskyard.render import accounts
 from taskyard.render.docs import duration, sample_params
 from taskyard.render.values import CATALOG, Values
 from taskyard.spec import Param, PipelineSpec, PipelineTask, TaskSpec, refs
+from taskyard.spec.pipeline import array_params
 
 API = "tekton.dev/v1"
 # The oldest Pipelines release serving everything rendered here (tektoncd/pipeline, checked in its
@@ -44,6 +46,13 @@ API = "tekton.dev/v1"
 # matrix, stepSpecs, sidecarSpecs, taskRunSpecs[].computeResources, step workspaces and object
 # params, none used).
 MIN_VERSION = "0.47.0"
+# A Pipeline with a ``matrix`` (the sweep): matrix is beta from v0.53.0 (docs/matrix.md there:
+# "Matrix is an beta feature. The enable-api-fields feature flag can be set to "beta"") and
+# results of fanned-out tasks are consumable from v0.51.0 (docs/matrix.md "Results from fanned
+# out Matrixed PipelineTasks", first in that release). The cluster needs enable-api-fields
+# "beta" (or "alpha") in the feature-flags ConfigMap.
+MATRIX_MIN_VERSION = "0.53.0"
+MATRIX_FEATURE_FLAG = "enable-api-fields: beta"
 # The distroless "nonroot" uid (also what tektoncd's git-clone runs as); the task images own
 # their HOME for it, and run samples set fsGroup to it so a fresh PVC is writable.
 NON_ROOT_UID = 65532
@@ -68,8 +77,9 @@ def _metadata(
     categories: tuple[str, ...],
     tags: tuple[str, ...],
     platforms: tuple[str, ...],
+    min_version: str = MIN_VERSION,
 ) -> dict[str, Any]:
-    annotations = {"tekton.dev/pipelines.minVersion": MIN_VERSION}
+    annotations = {"tekton.dev/pipelines.minVersion": min_version}
     if categories:
         annotations["tekton.dev/categories"] = ", ".join(categories)
     if tags:
@@ -89,8 +99,12 @@ def _metadata(
     }
 
 
-def _param_spec(p: Param) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": p.name, "type": "string"}
+def _param_spec(p: Param, array: bool = False) -> dict[str, Any]:
+    """A param; ``array``: one the task expands with ``$(params.NAME[*])`` (a fanned-out
+    task's results, docs/matrix.md), which Tekton substitutes only for ``type: array``."""
+    if array and p.default is not None:
+        raise RenderError(f"param {p.name!r}: an array param takes no string default")
+    out: dict[str, Any] = {"name": p.name, "type": "array" if array else "string"}
     if p.description:
         out["description"] = p.description
     if p.default is not None:
@@ -131,8 +145,27 @@ def _security_context() -> dict[str, Any]:
     }
 
 
+def _check_arrays(t: TaskSpec) -> set[str]:
+    """Array params only as whole args: Tekton expands ``$(params.x[*])`` "inside an existing
+    array using the star operator" (docs/tasks.md, params), i.e. as elements of ``args``."""
+    arrays = array_params(t)
+    for field, text in t.texts():
+        for ref in refs.find(text):
+            if (
+                ref.kind == "param"
+                and ref.name in arrays
+                and not (ref.array and text == ref.text and field.startswith("args["))
+            ):
+                raise RenderError(
+                    f"task {t.name!r}, {field}: array param {ref.name!r} can only be a whole "
+                    f"arg, $(params.{ref.name}[*])"
+                )
+    return arrays
+
+
 def task(t: TaskSpec) -> dict[str, Any]:
     """The Task: one step running the step CLI, params as args/env, results via env paths."""
+    arrays = _check_arrays(t)
     step: dict[str, Any] = {
         "name": t.name,
         "image": ref_text(t.image),
@@ -148,7 +181,7 @@ def task(t: TaskSpec) -> dict[str, Any]:
     step["securityContext"] = _security_context()
     spec: dict[str, Any] = {"displayName": t.display_name, "description": t.description}
     if t.params:
-        spec["params"] = [_param_spec(p) for p in t.params]
+        spec["params"] = [_param_spec(p, p.name in arrays) for p in t.params]
     if t.results:
         spec["results"] = [_described(r.name, r.description, type="string") for r in t.results]
     if t.workspaces:
@@ -182,6 +215,9 @@ def _pipeline_task(pt: PipelineTask) -> dict[str, Any]:
         ]
     if pt.params:
         out["params"] = [{"name": k, "value": ref_text(v)} for k, v in pt.params.items()]
+    if pt.matrix:
+        # docs/matrix.md "Generating Combinations": matrix.params, each an array of values
+        out["matrix"] = {"params": [{"name": k, "value": list(v)} for k, v in pt.matrix.items()]}
     if pt.workspaces:
         out["workspaces"] = [{"name": k, "workspace": v} for k, v in pt.workspaces.items()]
     if pt.retries:
@@ -218,7 +254,8 @@ def pipeline(p: PipelineSpec) -> dict[str, Any]:
         spec["results"] = [
             _described(r.name, r.description, value=ref_text(r.value)) for r in p.results
         ]
-    meta = _metadata(p.name, p.version, p.display_name, p.categories, p.tags, _platforms(p))
+    floor = MATRIX_MIN_VERSION if any(t.matrix for t in p.tasks) else MIN_VERSION
+    meta = _metadata(p.name, p.version, p.display_name, p.categories, p.tags, _platforms(p), floor)
     return {"apiVersion": API, "kind": "Pipeline", "metadata": meta, "spec": spec}
 
 

@@ -30,6 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from taskyard.run.warm import (
+    DEFAULT_MODULES,
+    WAIT_FOR,
+    WAIT_S,
+    WarmServer,
+    python_env,
+    step_module,
+)
 from taskyard.spec import TaskSpec
 
 
@@ -178,16 +186,44 @@ class SubprocessExecutor:
 
     ``python`` as command[0] means ``sys.executable``, and the interpreter's bin folder goes
     first on PATH, so steps find the venv's console scripts (mlflow, pytest) as in an image.
+    ``warm=True``: ``python -m taskyard.steps.…`` steps are forked from a helper interpreter
+    that has the heavy modules loaded, with the same argv, env, cwd, log and session
+    (run/warm.py); :meth:`close` stops it.
     """
 
     name = "subprocess"
 
-    def __init__(self, grace: float = 10.0) -> None:
+    def __init__(
+        self,
+        grace: float = 10.0,
+        warm: bool = False,
+        warm_modules: tuple[str, ...] | None = None,
+    ) -> None:
         # SIGTERM, then SIGKILL after `grace` s: room for a step's cleanup (deploy rolls back
         # and stops its server). Kubernetes gives a pod 30 s (terminationGracePeriodSeconds).
         # The docker executor waits 10 s too.
         self.grace = grace
         self.bin_dir = os.path.dirname(sys.executable)
+        self.warm: WarmServer | None = None
+        self.warm_modules = warm_modules or DEFAULT_MODULES
+        if warm:
+            # Started here, in the thread that builds the executor (the CLI's main thread):
+            # the helper's parent-death signal follows that thread. It loads while the first
+            # tasks run cold.
+            self.warm = WarmServer(self._env({}), preexec=die_with_parent())
+
+    def _env(self, extra: dict[str, str]) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(extra)
+        env["PATH"] = self.bin_dir + os.pathsep + env.get("PATH", "")
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def close(self) -> None:
+        """Stop the warm interpreter, if any (the runner's end)."""
+        if self.warm is not None:
+            self.warm.close()
+            self.warm = None
 
     def gpus(self) -> int:
         return host_gpus()
@@ -202,10 +238,10 @@ class SubprocessExecutor:
         argv = [*inv.command, *inv.args]
         if argv and argv[0] in ("python", "python3"):
             argv[0] = sys.executable
-        env = dict(os.environ)
-        env.update(inv.env)
-        env["PATH"] = self.bin_dir + os.pathsep + env.get("PATH", "")
-        env.setdefault("PYTHONUNBUFFERED", "1")
+        env = self._env(inv.env)
+        warm = self._start_warm(argv, env, inv.cwd, log)
+        if warm is not None:
+            return warm
         popen = subprocess.Popen(
             argv,
             cwd=inv.cwd,
@@ -217,3 +253,17 @@ class SubprocessExecutor:
             preexec_fn=die_with_parent(),
         )
         return SubprocessProcess(popen, self.grace)
+
+    def _start_warm(
+        self, argv: list[str], env: dict[str, str], cwd: Path, log: BinaryIO
+    ) -> Process | None:
+        """Fork the step from the warm interpreter when it may: the same argv, env, cwd and
+        session; None means the normal subprocess path (run/warm.py says when)."""
+        server = self.warm
+        mod = step_module(argv, sys.executable, self.warm_modules)
+        if server is None or mod is None or python_env(env) != python_env(server.env):
+            return None
+        if not server.ready(WAIT_S if mod in WAIT_FOR else 0):
+            return None
+        log.flush()
+        return server.spawn(argv, env, cwd, log.fileno(), self.grace)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from taskyard.errors import RunError, TaskyardError
-from taskyard.spec import PipelineSpec
+from taskyard.spec import PipelineSpec, PipelineTask
 
 
 def load_pipeline(ref: str) -> PipelineSpec:
@@ -64,3 +64,24 @@ def _load_file(path: Path) -> object:
         sys.modules.pop(name, None)
         raise RunError(f"cannot load {path}: {type(e).__name__}: {e}") from e
     return module
+
+
+def without_cache(spec: PipelineSpec) -> PipelineSpec:
+    """``taskyard run --no-cache``: every cached task computes, whatever the pipeline binds.
+
+    Set on the tasks rather than through the pipeline's ``cache`` param, so it also holds for a
+    forked pipeline that never declared one.
+    """
+    from taskyard.spec.task import CACHE_PARAM
+
+    def off(pt: PipelineTask) -> PipelineTask:
+        if not pt.task.cache:
+            return pt
+        return pt.model_copy(update={"params": {**pt.params, CACHE_PARAM: "false"}})
+
+    return spec.model_copy(
+        update={
+            "tasks": tuple(off(pt) for pt in spec.tasks),
+            "finally_": tuple(off(pt) for pt in spec.finally_),
+        }
+    )

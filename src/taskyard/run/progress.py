@@ -19,6 +19,7 @@ from rich.text import Text
 from taskyard.redact import redact
 from taskyard.run.store import (
     ABANDONED,
+    CACHED,
     CANCELLED,
     FAILED,
     PENDING,
@@ -38,6 +39,7 @@ STYLE = {
     SKIPPED: "yellow",
     CANCELLED: "magenta",
     ABANDONED: "magenta",
+    CACHED: "green",
 }
 MAX_RESULT_CHARS = 48
 
@@ -73,6 +75,16 @@ def _results(results: dict[str, str]) -> str:
     return "\n".join(f"{k}={_short(v)}" for k, v in results.items())
 
 
+def _reason(t: TaskRecord) -> str:
+    if t.cached_from and not t.reason:
+        return f"from cache entry {t.cached_from}"
+    return t.reason
+
+
+def _is_trial(t: TaskRecord) -> bool:
+    return t.name.endswith("]") and "[" in t.name
+
+
 def task_table(run: RunRecord, *, live: bool = False, results: bool = True) -> Table:
     """Every task of the run; ``live`` shows running durations and hides results."""
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
@@ -86,10 +98,12 @@ def task_table(run: RunRecord, *, live: bool = False, results: bool = True) -> T
     table.add_column("reason", overflow="fold")
     for t in run.tasks.values():
         name = f"{t.name} [dim](finally)[/]" if t.finally_ else t.name
-        row = [name, _state(t.state), _attempts(t), fmt_duration(t.duration)]
+        if _is_trial(t):  # one combination of a matrixed task, under it (run/runner.py)
+            name = f"[dim]└[/] {t.name}"
+        row = [name, _state(t.shown_state), _attempts(t), fmt_duration(t.duration)]
         if results:
             row.append(escape(_results(t.results)))
-        row.append(Text(redact(t.reason), style="dim"))
+        row.append(Text(redact(_reason(t)), style="dim"))
         table.add_row(*row)
     return table
 
@@ -157,10 +171,11 @@ class Progress:
             detail = f" attempt {_attempts(t)}"
         elif t.state in TERMINAL:
             detail = f" {fmt_duration(t.duration)}" if t.attempts else ""
-            if t.reason:
-                detail += f" ({redact(t.reason)})"
+            if reason := _reason(t):
+                detail += f" ({redact(reason)})"
+        state = t.shown_state
         self.console.print(
-            Text.assemble(f"{stamp} {t.name} ", (t.state, STYLE.get(t.state, "")), detail),
+            Text.assemble(f"{stamp} {t.name} ", (state, STYLE.get(state, "")), detail),
             highlight=False,
         )
 

@@ -83,9 +83,16 @@ def consumed_tasks(pt: PipelineTask) -> set[str]:
     return {r.task for r in pt.refs() if r.kind == "task-result"}
 
 
-def bind_params(pt: PipelineTask, ctx: Context) -> dict[str, str]:
-    """Task defaults overridden by the pipeline task's bindings (bindings resolved)."""
+def bind_params(
+    pt: PipelineTask, ctx: Context, combination: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Task defaults overridden by the pipeline task's bindings (bindings resolved).
+
+    ``combination``: one of a matrixed task's combinations (literal values, checked with the
+    spec), on top. An array (``$(tasks.T.results.R[*])``) arrives as its JSON list string.
+    """
     out = {p.name: p.default for p in pt.task.params if p.default is not None}
+    out.update(combination or {})
     for key, text in pt.params.items():
         out[key] = ctx.substitute(text)
         # A value from an upstream result is only known now; a cluster would pass it unchecked.
@@ -112,10 +119,12 @@ def invocation(
     results_dir: Path,
     cwd: Path,
     layout_of: Callable[[dict[str, Path | None], Path], Layout],
+    name: str = "",
 ) -> Invocation:
     """Resolve the task's image/command/args/env for an executor.
 
     ``workspaces`` maps pipeline workspace -> host folder (None: an unbound optional one).
+    ``name``: what the executor calls it (one trial of a matrixed task), default the task's.
     """
     spec = pt.task
     host = {w.name: None for w in spec.workspaces}
@@ -138,7 +147,7 @@ def invocation(
         return refs.substitute(text, value)
 
     return Invocation(
-        task=pt.name,
+        task=name or pt.name,
         spec=spec,
         image=sub(spec.image),
         command=tuple(sub(c) for c in spec.command),

@@ -14,7 +14,16 @@ Semantics, as Tekton's (so a local run behaves like the cluster run):
   seeing ``$(tasks.status)`` / ``$(tasks.T.status)``;
 - a task timeout (per attempt, as Tekton's) and the pipeline timeout kill the process group;
   the pipeline timeout stops the DAG, and ``finally`` still runs (Tekton's ``timeouts.tasks``);
-- Ctrl-C stops every running task and does not start ``finally``.
+- Ctrl-C stops every running task and does not start ``finally``;
+- a task with a ``matrix`` runs once per combination ("trials", records ``T[0]``, ``T[1]``…,
+  each with its own results folder and log ``T.0``…), the trials sharing the ``max_parallel``
+  slots with everything else; each is retried and timed out on its own, as each fanned-out
+  TaskRun is (tektoncd/pipeline docs/matrix.md "Retries"). The task fails when any trial
+  failed and all are done, as Tekton's (pkg/reconciler/pipelinerun/resources/
+  pipelinerunresolution.go ``isFailure``: "If the PipelineTask has a Matrix, isFailure returns
+  true if any run has failed and all other runs are done"); once it has, trials not yet
+  started are skipped, like any task after a failure. Downstream its results are JSON lists
+  in combination order (docs/matrix.md "Results from fanned out Matrixed PipelineTasks").
 
 Every attempt of a task is started *and waited for* on that task's worker thread: a step's
 parent-death signal (run/executor.py) fires when the thread that forked it exits, so the
@@ -29,6 +38,7 @@ task's log is redacted too.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import signal
@@ -165,7 +175,11 @@ class Runner:
         self._timed_out = False
         self._cancelled = False
         self._dirty = False
+        # Each task with its dependencies, computed once: the scheduler asks on every round.
+        self._graph = {pt.name: (pt, spec.dependencies(pt)) for pt in spec.all_tasks}
         self._notes: dict[str, str] = {}  # shown as the reason of a task that succeeded
+        # matrixed task -> its trials not started yet (trial record name, invocation)
+        self._trials: dict[str, list[tuple[str, Invocation]]] = {}
 
     # ---- the run ---------------------------------------------------------------------------
     def run(self) -> RunRecord:
@@ -193,6 +207,17 @@ class Runner:
                 retries=pt.retries,
                 log=str(rec.path / "logs" / f"{pt.name}.log"),
             )
+            if not pt.matrix:
+                continue
+            for i, combination in enumerate(pt.combinations()):
+                name = trial_name(pt.name, i)
+                rec.tasks[name] = TaskRecord(
+                    name=name,
+                    task=pt.task.name,
+                    retries=pt.retries,
+                    log=str(rec.path / "logs" / f"{trial_file(pt.name, i)}.log"),
+                )
+                self._notes[name] = combination_text(combination)
         self.ctx = Context(spec, rec.id, self.params, rec.tasks)
         rec.status = RUNNING
         rec.save()
@@ -240,10 +265,10 @@ class Runner:
         while progressed:
             progressed = False
             for name in list(pending):
-                pt = self.spec.get(name)
-                if self._stopping and not final:
+                pt, deps = self._graph[name]
+                if self._stopping and not final and name not in self._trials:
                     self._skip(name, f"not started: {self._stopping}", "parent")
-                elif any(records[d].state not in TERMINAL for d in self.spec.dependencies(pt)):
+                elif any(records[d].state not in TERMINAL for d in deps):
                     continue
                 elif not self._decide(pt, final):
                     continue  # waiting for a free slot
@@ -253,6 +278,8 @@ class Runner:
 
     def _decide(self, pt: PipelineTask, final: bool) -> bool:
         """Skip, fail or start ``pt`` (all its dependencies are done); False: no free slot."""
+        if pt.name in self._trials:  # a matrix part-way started
+            return self._fan_out(pt)
         records = self.record.tasks
         for dep in sorted(consumed_tasks(pt)):
             if records[dep].state != SUCCEEDED:
@@ -282,6 +309,8 @@ class Runner:
                 self._end(pt.name, FAILED, f"needs {want} GPU(s), this host has {have}")
                 return True
             self._notes[pt.name] = f"no GPU here ({have} of {want}): ran on the CPU"
+        if pt.matrix:
+            return self._fan_out(pt)
         try:
             params = bind_params(pt, self.ctx)
             results_dir = self.record.path / "results" / pt.name
@@ -296,19 +325,102 @@ class Runner:
         self._start(pt, inv)
         return True
 
-    # ---- task state changes (scheduler thread only) ----------------------------------------
-    def _start(self, pt: PipelineTask, inv: Invocation) -> None:
+    # ---- matrix: one trial per combination --------------------------------------------------
+    def _fan_out(self, pt: PipelineTask) -> bool:
+        """Bind every trial once, then start trials while slots are free; True when all are."""
+        if pt.name not in self._trials:
+            trials = []
+            for i, combination in enumerate(pt.combinations()):
+                name = trial_name(pt.name, i)
+                try:
+                    params = bind_params(pt, self.ctx, combination)
+                    folder = self.record.path / "results" / trial_file(pt.name, i)
+                    if pt.task.results:
+                        folder.mkdir(parents=True, exist_ok=True)
+                    inv = invocation(
+                        pt,
+                        params,
+                        self.workspaces,
+                        folder,
+                        self.record.path,
+                        self.executor.layout,
+                        name=trial_file(pt.name, i),
+                    )
+                except RunError as e:
+                    for j in range(len(pt.combinations())):
+                        self._skip(trial_name(pt.name, j), "not started", "parent")
+                    self._end(pt.name, FAILED, f"{name}: {e}")
+                    return True
+                trials.append((name, inv))
+            self._trials[pt.name] = trials
+            rec = self.record.tasks[pt.name]
+            rec.state, rec.started, rec.attempts = RUNNING, time.time(), 1
+            with open(rec.log, "a") as index:
+                for name, _ in trials:
+                    log = self.record.tasks[name].log
+                    index.write(redact(f"{name} ({self._notes[name]}): {log}") + "\n")
+            self._changed(pt.name)
+        left = self._trials[pt.name]
+        while left and not self._stopping and len(self._threads) < self.max_parallel:
+            name, inv = left.pop(0)
+            self._start(pt, inv, name)
+        if self._stopping:
+            for name, _ in left:
+                self._skip(name, f"not started: {self._stopping}", "parent")
+            left.clear()
+        if left:
+            return False
+        self._close_matrix(pt)
+        return True
+
+    def _close_matrix(self, pt: PipelineTask) -> None:
+        """End a matrixed task once every trial is done: failed if any failed, else its
+        results as JSON lists in combination order."""
         rec = self.record.tasks[pt.name]
+        if rec.state in TERMINAL or self._trials.get(pt.name):
+            return
+        trials = [self.record.tasks[trial_name(pt.name, i)] for i in range(len(pt.combinations()))]
+        if any(t.state not in TERMINAL for t in trials):
+            return
+        states = [t.state for t in trials]
+        if FAILED in states:
+            bad = [t for t in trials if t.state == FAILED]
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            self._end(pt.name, FAILED, f"trial {bad[0].name} failed: {bad[0].reason}{more}")
+        elif CANCELLED in states:
+            self._end(pt.name, CANCELLED, "cancelled (interrupted)")
+        elif SKIPPED in states:
+            self._skip(
+                pt.name, f"{states.count(SKIPPED)} of {len(trials)} trials not run", "parent"
+            )
+            rec.ended = time.time()
+        else:
+            results = {
+                r.name: json.dumps([t.results[r.name] for t in trials])
+                for r in pt.task.results
+                if all(r.name in t.results for t in trials)
+            }
+            self._end(pt.name, SUCCEEDED, f"{len(trials)} trials", results)
+
+    def _trial_parent(self, name: str) -> PipelineTask | None:
+        base, sep, _ = name.partition("[")
+        return self.spec.get(base) if sep else None
+
+    # ---- task state changes (scheduler thread only) ----------------------------------------
+    def _start(self, pt: PipelineTask, inv: Invocation, job: str = "") -> None:
+        """Start ``pt`` (or its trial ``job``) on a worker thread."""
+        job = job or pt.name
+        rec = self.record.tasks[job]
         rec.state = RUNNING
         rec.started = time.time()
         rec.attempts = 1
-        self._active[pt.name] = _Active()
+        self._active[job] = _Active()
         thread = threading.Thread(
-            target=self._work, args=(pt, inv, self._active[pt.name]), daemon=True
+            target=self._work, args=(pt, inv, self._active[job], job), daemon=True
         )
-        self._threads[pt.name] = thread
+        self._threads[job] = thread
         thread.start()
-        self._changed(pt.name)
+        self._changed(job)
 
     def _skip(self, name: str, reason: str, kind: str) -> None:
         rec = self.record.tasks[name]
@@ -340,6 +452,8 @@ class Runner:
             self._threads.pop(name, None)
             self._active.pop(name, None)
             self._end(name, *rest)
+            if parent := self._trial_parent(name):
+                self._close_matrix(parent)
 
     def _changed(self, name: str) -> None:
         self._dirty = True
@@ -347,7 +461,8 @@ class Runner:
             self.observer.changed(self.record, name)
 
     def _flush(self) -> None:
-        """Write ``run.json`` once per scheduling round, not once per change."""
+        """Write ``run.json`` once per scheduling round, not once per change (the record
+        re-encodes only the tasks that changed: run/store.py ``RunRecord.save``)."""
         if self._dirty:
             self._dirty = False
             self.record.save()
@@ -379,6 +494,12 @@ class Runner:
 
     def _finish(self) -> None:
         rec = self.record
+        for pt in self.spec.tasks:
+            if pt.matrix and rec.tasks[pt.name].state == RUNNING:  # Ctrl-C, a runner bug
+                for name, _ in self._trials.get(pt.name, []):
+                    self._skip(name, "not started", "parent")
+                self._trials.pop(pt.name, None)
+                self._close_matrix(pt)
         for t in rec.tasks.values():
             if t.state == PENDING:
                 t.state = CANCELLED if self._cancelled else SKIPPED
@@ -386,7 +507,7 @@ class Runner:
         for r in self.spec.results:
             with contextlib.suppress(MissingResult):
                 rec.results[r.name] = self.ctx.substitute(r.value)
-        failed = [t.name for t in rec.tasks.values() if t.state == FAILED]
+        failed = [t.name for t in rec.tasks.values() if t.state == FAILED and "[" not in t.name]
         skipped = any(t.state == SKIPPED for t in rec.tasks.values())
         if self._cancelled:
             rec.status, rec.reason = CANCELLED, "Cancelled: interrupted"
@@ -403,27 +524,28 @@ class Runner:
             self.observer.finished(rec)
 
     # ---- worker thread ---------------------------------------------------------------------
-    def _work(self, pt: PipelineTask, inv: Invocation, active: _Active) -> None:
+    def _work(self, pt: PipelineTask, inv: Invocation, active: _Active, job: str) -> None:
         try:
-            outcome = self._attempts(pt, inv, active)
+            outcome = self._attempts(pt, inv, active, job)
         except Exception as e:  # a runner bug must not hang the run
             outcome = (FAILED, f"runner error: {type(e).__name__}: {e}", {})
-        self._events.put(("done", pt.name, *outcome))
+        self._events.put(("done", job, *outcome))
 
-    def _attempts(self, pt: PipelineTask, inv: Invocation, active: _Active) -> tuple:
+    def _attempts(self, pt: PipelineTask, inv: Invocation, active: _Active, job: str) -> tuple:
         total = pt.retries + 1
         reason = ""
-        log_path = self.record.tasks[pt.name].log
+        log_path = self.record.tasks[job].log
         with open(log_path, "ab", buffering=0) as log:
 
             def note(line: str) -> None:
                 log.write((redact(line) + "\n").encode())
 
-            if pt.name in self._notes:
-                note(f"taskyard: {self._notes[pt.name]}")
+            for key in dict.fromkeys((pt.name, job)):
+                if key in self._notes:
+                    note(f"taskyard: {self._notes[key]}")
             for attempt in range(1, total + 1):
                 if attempt > 1:
-                    self._events.put(("attempt", pt.name, attempt, reason))
+                    self._events.put(("attempt", job, attempt, reason))
                     empty_dir(inv.results_dir)  # a retry starts with no results, as in Tekton
                 if total > 1:
                     after = f" (previous: {reason})" if reason else ""
@@ -456,6 +578,21 @@ class Runner:
         if total > 1:
             reason += f" (after {total} attempts)"
         return FAILED, reason, {}
+
+
+def trial_name(task: str, index: int) -> str:
+    """The record of one trial of a matrixed task: ``train[0]``."""
+    return f"{task}[{index}]"
+
+
+def trial_file(task: str, index: int) -> str:
+    """Its results folder, log and executor name: ``train.0`` (no glob characters)."""
+    return f"{task}.{index}"
+
+
+def combination_text(combination: Mapping[str, str]) -> str:
+    """``overrides=n_estimators=50,max_depth=3``: what a trial ran with, for people."""
+    return " ".join(f"{k}={v}" for k, v in combination.items())
 
 
 def _step_error(log: Path | str, tail: int = 8192) -> str:

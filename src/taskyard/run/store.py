@@ -37,6 +37,7 @@ from taskyard import home
 from taskyard._os import pid_alive
 from taskyard.errors import RunError
 from taskyard.redact import redact, redact_values
+from taskyard.spec.task import CACHE_RESULT
 
 # Task states (Tekton's reasons, trimmed to what a local run can reach).
 PENDING = "Pending"
@@ -48,6 +49,7 @@ CANCELLED = "Cancelled"
 # A run (never a task) whose runner process died before it could finish the record.
 ABANDONED = "Abandoned"
 TERMINAL = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELLED, ABANDONED})
+CACHED = "Cached"  # shown for a Succeeded task that replayed a cache entry (not a state)
 ABANDONED_REASON = "the runner process died (killed?)"
 
 RECORD = "run.json"
@@ -104,6 +106,21 @@ class TaskRecord:
             return None
         return (self.ended or time.time()) - self.started
 
+    @property
+    def cached_from(self) -> str:
+        """The cache entry a succeeded task replayed (its ``cached-from`` result), or "".
+
+        A matrixed task's results are its trials' lists: each trial says whether it was
+        cached (its own record), the task itself never is.
+        """
+        value = self.results.get(CACHE_RESULT, "") if self.state == SUCCEEDED else ""
+        return "" if value.startswith("[") else value
+
+    @property
+    def shown_state(self) -> str:
+        """``Cached`` for a task that replayed stored results, else its state."""
+        return CACHED if self.cached_from else self.state
+
     def to_json(self) -> dict[str, Any]:
         """The stored form: results and reason redacted."""
         data = dict(vars(self))
@@ -142,6 +159,10 @@ class RunRecord:
     pid: int = field(default_factory=os.getpid)
     pid_start: int | None = field(default_factory=lambda: process_start(os.getpid()))
     host: str = field(default_factory=_hostname)
+    # Each task's stored JSON with what it was made from (see :meth:`save`); not a field.
+    _encoded: dict[str, tuple[tuple, str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def path(self) -> Path:
@@ -192,9 +213,35 @@ class RunRecord:
                 if t.started is not None:
                     t.ended = now
 
+    def _head(self) -> dict[str, Any]:
+        data = {k: v for k, v in vars(self).items() if k not in ("tasks", "_encoded")}
+        data["duration"] = self.duration
+        data["params"] = redact_values(self.params)
+        data["results"] = redact_values(self.results)
+        data["reason"] = redact(self.reason)
+        return data
+
+    def _tasks_json(self) -> str:
+        """The tasks as stored, re-encoding only those that changed since the last save.
+
+        The record is saved once per scheduling round; encoding every task each time made a
+        500-task run quadratic (benchmarks/runner_overhead.py). A running task is always
+        re-encoded: its duration moves.
+        """
+        parts = []
+        for name, t in self.tasks.items():
+            made_of = (t.state, t.attempts, t.started, t.ended, t.reason, t.skip_kind,
+                       tuple(t.results.items()))  # fmt: skip
+            known = self._encoded.get(name)
+            if known is None or known[0] != made_of or t.state == RUNNING:
+                known = (made_of, json.dumps(t.to_json(), default=str))
+                self._encoded[name] = known
+            parts.append(f"{json.dumps(name)}:{known[1]}")
+        return "{" + ",".join(parts) + "}"
+
     def to_json(self) -> dict[str, Any]:
         """The stored form: params, results and reasons redacted."""
-        data = {k: v for k, v in vars(self).items() if k != "tasks"}
+        data = {k: v for k, v in vars(self).items() if k not in ("tasks", "_encoded")}
         data["duration"] = self.duration
         data["params"] = redact_values(self.params)
         data["results"] = redact_values(self.results)
@@ -223,7 +270,8 @@ class RunRecord:
         tmp = os.path.join(self.dir, f".{RECORD}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
         try:
             with open(tmp, "w") as f:
-                f.write(json.dumps(self.to_json(), default=str))
+                head = json.dumps(self._head(), default=str)
+                f.write(head[:-1] + ', "tasks": ' + self._tasks_json() + "}")
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):

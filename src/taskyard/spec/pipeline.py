@@ -21,12 +21,31 @@ class When(SpecModel):
     values: tuple[str, ...]
 
 
+def array_params(task: TaskSpec) -> set[str]:
+    """The task's params it expands as arrays (``$(params.NAME[*])``): Tekton ``type: array``."""
+    return {r.name for _, text in task.texts() for r in refs.find(text) if r.array}
+
+
+# Tekton's default cap on one matrix's TaskRuns (docs/matrix.md "Concurrency Control": "The
+# default maximum count of TaskRuns or Runs from a given Matrix is 256", config
+# `default-max-matrix-combinations-count`); more fails the Pipeline's validation there.
+MAX_COMBINATIONS = 256
+
+
 class PipelineTask(SpecModel):
-    """A use of a catalog task inside a pipeline."""
+    """A use of a catalog task inside a pipeline.
+
+    ``matrix`` fans the task out: one run per combination of the listed values (the cross
+    product, in Tekton's order: the first param varies slowest, docs/matrix.md "Generating
+    Combinations"), with the task's other params as bound. Downstream tasks then read its
+    results only whole, as arrays (``$(tasks.T.results.R[*])``, :mod:`taskyard.spec.refs`).
+    """
 
     name: str
     task: TaskSpec
     params: dict[str, str] = Field(default_factory=dict)
+    # task param -> its values (literals); the task runs once per combination.
+    matrix: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     # task workspace name -> pipeline workspace name
     workspaces: dict[str, str] = Field(default_factory=dict)
     run_after: tuple[str, ...] = ()
@@ -48,6 +67,13 @@ class PipelineTask(SpecModel):
     def refs(self) -> Iterator[refs.Ref]:
         for _, text in self.texts():
             yield from refs.find(text)
+
+    def combinations(self) -> list[dict[str, str]]:
+        """The matrix's combinations in order (``[{}]``, one run, without a matrix)."""
+        out: list[dict[str, str]] = [{}]
+        for name, values in self.matrix.items():
+            out = [{**c, name: v} for c in out for v in values]
+        return out
 
     def resolved_params(self) -> dict[str, str]:
         """The task's params with defaults filled in and the bindings on top."""
@@ -181,7 +207,24 @@ class PipelineSpec(SpecModel):
         for key in t.params:
             if key not in t.task.param_names:
                 raise SpecError(f"{where}: params.{key} is not a param of task {t.task.name!r}")
+        self._check_matrix(where, t, fin)
+        arrays = array_params(t.task)
+        for key in sorted(arrays):
+            found = list(refs.find(t.params.get(key, "")))
+            if key in t.matrix or not (len(found) == 1 and found[0].array):
+                raise SpecError(
+                    f"{where}: params.{key} is an array param of task {t.task.name!r}; bind it "
+                    "to a matrixed task's results ($(tasks.T.results.R[*]))"
+                )
+        for key, text in t.params.items():
+            if key not in arrays and any(r.array for r in refs.find(text)):
+                raise SpecError(
+                    f"{where}: params.{key}: task {t.task.name!r} takes it as a string; an "
+                    f"array goes only to a param the task expands as $(params.{key}[*])"
+                )
         for p in t.task.params:
+            if p.name in t.matrix:
+                continue
             if p.required and p.name not in t.params:
                 raise SpecError(f"{where}: required param {p.name!r} is not bound")
             if p.name in t.params:
@@ -203,6 +246,31 @@ class PipelineSpec(SpecModel):
                 raise SpecError(f"{where}: run_after names unknown task {dep!r}")
         for field, text in t.texts():
             self._check_refs(f"{where}, {field}", text, regular, params, fin, self_name=t.name)
+
+    def _check_matrix(self, where: str, t: PipelineTask, fin: bool) -> None:
+        if not t.matrix:
+            return
+        if fin:
+            raise SpecError(f"{where}: a finally task cannot have a matrix")
+        count = 1
+        for key, values in t.matrix.items():
+            if key not in t.task.param_names:
+                raise SpecError(f"{where}: matrix.{key} is not a param of task {t.task.name!r}")
+            if key in t.params:
+                raise SpecError(f"{where}: {key!r} is both in params and in matrix")
+            if not values:
+                raise SpecError(f"{where}: matrix.{key} has no values")
+            for v in values:
+                if any(True for _ in refs.find(v)):
+                    raise SpecError(f"{where}: matrix.{key}: values are literals, got {v!r}")
+                if why := t.task.param(key).problem(v):
+                    raise SpecError(f"{where}: matrix.{key}: {why}")
+            count *= len(values)
+        if count > MAX_COMBINATIONS:
+            raise SpecError(
+                f"{where}: the matrix makes {count} combinations; Tekton's default cap is "
+                f"{MAX_COMBINATIONS} (default-max-matrix-combinations-count)"
+            )
 
     def _check_param_type(self, where: str, p: Param, text: str) -> None:
         """A literal must fit the task param; a pipeline param passed on whole must be as strict."""
@@ -251,3 +319,32 @@ class PipelineSpec(SpecModel):
                 raise SpecError(
                     f"{where}: {ref.text}: task {ref.task!r} has no result {ref.name!r}"
                 )
+            self._check_array(where, text, ref, regular, fin)
+
+    def _check_array(
+        self, where: str, text: str, ref: refs.Ref, regular: dict[str, PipelineTask], fin: bool
+    ) -> None:
+        """Arrays only as Tekton takes them: a matrixed task's results, whole, into a param.
+
+        docs/matrix.md: a fanned-out task's results are consumed only whole with ``[*]``
+        ("not being able to consume a singular result"), into an array param; pipeline params
+        here are strings, so ``$(params.x[*])`` has no meaning at this level.
+        """
+        if ref.kind == "param" and ref.array:
+            raise SpecError(f"{where}: {ref.text}: pipeline params are strings, not arrays")
+        if ref.kind != "task-result":
+            return
+        matrixed = bool(regular[ref.task].matrix)
+        if matrixed and not ref.array:
+            raise SpecError(
+                f"{where}: {ref.text}: task {ref.task!r} has a matrix; read its results whole "
+                f"as {refs.results(ref.task, ref.name)}"
+            )
+        if ref.array and not matrixed:
+            raise SpecError(f"{where}: {ref.text}: task {ref.task!r} has no matrix")
+        if ref.array and (
+            text != ref.text or fin or not where.split(", ")[-1].startswith("params.")
+        ):
+            raise SpecError(
+                f"{where}: {ref.text} must be a task param's whole value (an array param)"
+            )

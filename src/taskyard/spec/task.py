@@ -129,6 +129,9 @@ class Resources(SpecModel):
         return self.memory_limit or self.memory
 
 
+# The cache contract (steps/_cache.py): the switch, the age limit, and where a hit came from.
+CACHE_PARAM, CACHE_AGE_PARAM, CACHE_RESULT = "cache", "cache-max-age", "cached-from"
+
 TASK_REF_KINDS = {"param", "result-path", "workspace-path", "workspace-bound"}
 
 
@@ -155,6 +158,10 @@ class TaskSpec(SpecModel):
     resources: Resources = Resources()
     # Whether the step needs the network (the docker executor runs the rest with none).
     network: bool = False
+    # Whether the step replays a stored result for inputs it has seen (steps/_cache.py). The
+    # step does the work, so a cached task keeps a contract: the `cache` and `cache-max-age`
+    # params and the `cached-from` result (catalog/_common.py step_task adds them).
+    cache: bool = False
 
     @field_validator("name")
     @classmethod
@@ -198,6 +205,18 @@ class TaskSpec(SpecModel):
             dup = {n for n in names if names.count(n) > 1}
             if dup:
                 raise SpecError(f"{where}: duplicate {kind} name {sorted(dup)[0]!r}")
+        if self.cache:
+            lacking = [
+                f"{kind} {name!r}"
+                for kind, name, have in (
+                    ("param", CACHE_PARAM, self.param_names),
+                    ("param", CACHE_AGE_PARAM, self.param_names),
+                    ("result", CACHE_RESULT, self.result_names),
+                )
+                if name not in have
+            ]
+            if lacking:
+                raise SpecError(f"{where}: cache: true needs " + ", ".join(lacking))
         known = {
             "param": self.param_names,
             "result-path": self.result_names,

@@ -103,10 +103,14 @@ def clear_records(source: Path) -> None:
         empty_dir(folder)
 
 
+def record_bytes(record: dict[str, Any]) -> bytes:
+    return (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
 def write_record(source: Path, step: str, record: dict[str, Any]) -> Path:
     """Leave ``artifacts/<step>.json`` so the report task can summarise on every engine."""
     path = artifacts_dir(source) / f"{step}.json"
-    path.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    path.write_bytes(record_bytes(record))
     return path
 
 

@@ -66,16 +66,26 @@ def load_credentials() -> list[str]:
     return found
 
 
-def setup() -> str:
-    """Point the mlflow client at the store (creating a SQLite folder) and return the URI."""
+def configure() -> str:
+    """Point the environment at the store (creating a SQLite folder); returns the URI.
+
+    Imports nothing heavy: a step that may replay its cache calls this, and ``setup()`` only
+    once it has work for the client.
+    """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     load_credentials()
-    import mlflow
-
     uri = tracking_uri()
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     os.environ["MLFLOW_TRACKING_URI"] = uri
+    return uri
+
+
+def setup() -> str:
+    """:func:`configure`, and the mlflow client pointed at the same store."""
+    uri = configure()
+    import mlflow
+
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri

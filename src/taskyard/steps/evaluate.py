@@ -10,14 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from taskyard import __version__, envs, project
 from taskyard.errors import StepError
 from taskyard.ml.metrics import METRICS, TOLERANCE, Metric, evaluate
-from taskyard.steps import _cli, _mlflow
+from taskyard.steps import _cache, _cli, _mlflow
 from taskyard.steps._results import write_results
+from taskyard.steps._store_read import Reader
 
 STEP = "evaluate"
 REPORT = f"{_cli.ARTIFACTS}/evaluation.md"
@@ -152,9 +154,20 @@ class Gate:
     metric: Metric
     min_score: float | None
     min_improvement: float
-    split: project.Holdout
     data_hash: str
     experiment: str
+    proj: project.Project
+    frame: Any
+
+    @property
+    def root(self) -> Path:
+        """The project folder (what the cache key hashes)."""
+        return self.proj.root
+
+    @cached_property
+    def split(self) -> project.Holdout:
+        """The holdout, split on first use: the split imports scikit-learn, a cache hit not."""
+        return project.holdout(self.proj, self.frame)
 
 
 def gate(
@@ -182,9 +195,10 @@ def gate(
         metric=metric,
         min_score=low,
         min_improvement=gain,
-        split=project.holdout(proj, frame),
         data_hash=project.data_hash(frame),
         experiment=cfg.experiment,
+        proj=proj,
+        frame=frame,
     )
 
 
@@ -224,8 +238,6 @@ def judge(g: Gate, candidate_uri: str, candidate_score: float, champion: str | N
 
 def run(args: argparse.Namespace) -> None:
     envs.reexec_in_project_env(args.source, args.subdirectory, "evaluate")
-    import mlflow
-
     uri = args.model_uri.strip()
     if not uri:
         raise StepError("--model-uri is required")
@@ -241,10 +253,18 @@ def run(args: argparse.Namespace) -> None:
     metric, model_name, alias = g.metric, g.model_name, g.alias
     min_score, min_improvement = g.min_score, g.min_improvement
 
+    # The cache first, before mlflow is imported: a hit needs none of it.
+    reader = _cache.store_reader(_mlflow.configure())
+    champion = reader.alias_version(model_name, alias)
+    cached = _cache.open_cache(STEP, args, args.source, _inputs(reader, g, uri, champion),
+                               reader=reader)  # fmt: skip
+    if cached.replay():
+        return
+    import mlflow
+
     _mlflow.setup()
     experiment_id = _mlflow.experiment(g.experiment)
     cand_score = score(g, load_model(uri, "candidate"), "candidate")
-    champion = _mlflow.current_alias(mlflow.MlflowClient(), model_name, alias)
     d = judge(g, uri, cand_score, champion)
 
     out = _cli.artifacts_dir(args.source)
@@ -289,9 +309,26 @@ def run(args: argparse.Namespace) -> None:
         "report": REPORT,
     }
     write_results(results)
-    _cli.write_record(args.source, STEP, {"results": results, **asdict(d)})
+    record = _cli.write_record(args.source, STEP, {"results": results, **asdict(d)})
+    files = [record, out / "evaluation.json", out / "evaluation.md"]
+    cached.store(results, files, origin=eval_run_id)
     verdict = "promote" if d.promote else "do not promote"
     print(f"{verdict}: " + "; ".join(d.reasons))
+
+
+def _inputs(reader: Reader, g: Gate, candidate: str, champion: str | None) -> dict[str, Any]:
+    """What a decision reads besides its params: the code, the holdout, both models (a
+    registered version by content: a re-created model reuses version numbers)."""
+    inputs: dict[str, Any] = {
+        "project": _cache.project_state(g.root),
+        "data": g.data_hash,
+        "champion": None if champion is None else reader.version(g.model_name, champion),
+    }
+    if candidate.startswith("models:/") and "@" in candidate:  # an alias moves: pin it
+        name, _, cand_alias = candidate.removeprefix("models:/").partition("@")
+        version = reader.alias_version(name, cand_alias)
+        inputs["candidate"] = version and reader.version(name, version)
+    return inputs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--champion-alias", default="champion")
     p.add_argument("--min-score", default="", help="absolute threshold; empty: the config's")
     p.add_argument("--min-improvement", default="", help="minimum gain; empty: the config's")
+    _cache.add_flags(p)
     return p
 
 

@@ -10,6 +10,7 @@ A project without tests fails unless ``--allow-no-tests`` says that is fine.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import subprocess
 import sys
@@ -21,8 +22,8 @@ from typing import Any
 
 from taskyard import envs
 from taskyard.errors import StepError
-from taskyard.steps import _cli
-from taskyard.steps._results import write_results
+from taskyard.steps import _cache, _cli, _mlflow
+from taskyard.steps._results import write_result, write_results
 
 TASK_NAME = "run-tests"
 # pytest's exit codes (pytest.ExitCode), for the messages of the ones that are not test failures.
@@ -108,12 +109,17 @@ def run(args: argparse.Namespace) -> None:
     report = source / args.report
     report.parent.mkdir(parents=True, exist_ok=True)
     report.unlink(missing_ok=True)  # a stale report from a previous attempt must not count
+    cached = _open_cache(args, source, project)
+    if cached is not None and cached.replay():
+        return
 
     # After the re-exec this is the project environment's python: pytest runs with its pins.
     cmd = [sys.executable, "-m", "pytest", f"--junitxml={report.resolve()}", *extra]
     print("+ " + shlex.join(cmd), f"(in {project})", flush=True)
     started = time.monotonic()
-    code = subprocess.run(cmd, cwd=project, stderr=subprocess.STDOUT, check=False).returncode
+    code = subprocess.run(
+        cmd, cwd=project, env=_test_env(), stderr=subprocess.STDOUT, check=False
+    ).returncode
     wall = time.monotonic() - started
 
     counts = parse_junit(report) if report.is_file() else Counts()
@@ -139,7 +145,7 @@ def run(args: argparse.Namespace) -> None:
         "no_tests": no_tests,
         "environment": str(env) if env else "",
     }
-    _cli.write_record(source, TASK_NAME, record)
+    record_path = _cli.write_record(source, TASK_NAME, record)
 
     if counts.failed:
         raise StepError(failure_line(counts))
@@ -160,6 +166,34 @@ def run(args: argparse.Namespace) -> None:
         f"report: {report_rel}",
         flush=True,
     )
+    if cached is not None:  # only a passing suite is stored: a failure always runs again
+        cached.store(values, [record_path, report])
+
+
+def _test_env() -> dict[str, str]:
+    """The project's tests do not see the pipeline's MLflow store or its credentials (the cache
+    set them up for this step; a test that logs must not write into the team's registry)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_TRACKING_", "MLFLOW_REGISTRY_"))
+        and k != "TASKYARD_MLFLOW_CREDENTIALS"
+    }
+
+
+def _open_cache(args: argparse.Namespace, source: Path, project: Path) -> _cache.StepCache | None:
+    """The cache when a tracking URI is at hand; tests never need MLflow, so none is no error."""
+    write_result(_cache.FROM_RESULT, "")
+    if not args.cache:
+        print("cache: off for run-tests (--cache false)", flush=True)
+        return None
+    try:
+        uri = _mlflow.configure()
+    except StepError as e:
+        print(f"cache: off for run-tests ({e})", flush=True)
+        return None
+    inputs = {"project": _cache.project_state(project)}
+    return _cache.open_cache(TASK_NAME, args, source, inputs, reader=_cache.store_reader(uri))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--allow-no-tests", type=_cli.boolean, default=False, help="pass when none are collected"
     )
+    _cache.add_flags(p)
     return p
 
 

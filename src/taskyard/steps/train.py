@@ -15,7 +15,7 @@ from typing import Any
 from taskyard import __version__, envs, ml, project
 from taskyard.errors import StepError
 from taskyard.ml import custom, metrics, profile
-from taskyard.steps import _cli, _mlflow
+from taskyard.steps import _cache, _cli, _mlflow
 from taskyard.steps._results import write_results
 
 STEP = "train"
@@ -94,24 +94,35 @@ def fit(proj: project.Project, spec: ml.FitSpec, split: project.Holdout, active:
 
 def run(args: argparse.Namespace) -> None:
     envs.reexec_in_project_env(args.source, args.subdirectory, "train")
-    import mlflow
-
     proj = project.load(args.source, args.subdirectory, args.config)
     cfg = proj.config
     frame = project.load_frame(proj)
     digest = project.data_hash(frame)
+    model_name = args.model_name.strip() or cfg.project.name
+    overrides = parse_overrides(args.overrides)
+
+    # The cache first, before mlflow and the model's libraries are imported: a hit needs none.
+    reader = _cache.store_reader(_mlflow.configure())
+    inputs = {"project": _cache.project_state(proj.root), "data": digest}
+    cached = _cache.open_cache(
+        STEP, args, args.source, inputs, reader=reader,
+        # A cached training counts while its MLflow run (and so its model) is not deleted.
+        valid=lambda results: reader.run_active(results.get("run-id", "")),
+    )  # fmt: skip
+    if cached.replay():
+        return
+    import mlflow
+
+    _mlflow.setup()
     split = project.holdout(proj, frame)
     spec = ml.FitSpec(
         task=cfg.model.task,
-        params={**cfg.model.params, **parse_overrides(args.overrides)},
+        params={**cfg.model.params, **overrides},
         seed=cfg.data.seed,
         device=args.device,
         estimator=cfg.model.estimator,
     )
-    model_name = args.model_name.strip() or cfg.project.name
     origin = source_of(cfg)
-
-    _mlflow.setup()
     experiment_id = _mlflow.experiment(cfg.experiment)
     commit = args.commit.strip()
     tags = {
@@ -158,23 +169,22 @@ def run(args: argparse.Namespace) -> None:
         "data-hash": digest,
     }
     write_results(results)
-    _cli.write_record(
-        args.source,
-        STEP,
-        {
-            "results": results,
-            "framework": cfg.model.framework,
-            "model_source": origin,
-            "device": fitted.device,
-            "params": fitted.params,
-            "metrics": scores,
-            "training_time_s": round(training_time, 3),
-            "reference_profile": profile.ARTIFACT,
-            "train_rows": len(split.x_train),
-            "holdout_rows": len(split.x_test),
-            "commit": commit,
-        },
-    )
+    record_data = {
+        "results": results,
+        "framework": cfg.model.framework,
+        "model_source": origin,
+        "device": fitted.device,
+        "params": fitted.params,
+        "metrics": scores,
+        "training_time_s": round(training_time, 3),
+        "reference_profile": profile.ARTIFACT,
+        "train_rows": len(split.x_train),
+        "holdout_rows": len(split.x_test),
+        "commit": commit,
+    }
+    record = _cli.write_record(args.source, STEP, record_data)
+    # The bytes written, not the file: a sweep's trials share it (steps/_cache.py store).
+    cached.store(results, [(record, _cli.record_bytes(record_data))], origin=run_id)
     what = cfg.model.framework if origin == "built-in" else f"the project's model ({origin})"
     print(
         f"trained {what} on {fitted.device} in {training_time:.1f}s: "
@@ -192,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--commit", default="", help="git commit to tag the run with")
     p.add_argument("--model-name", default="", help="registered model name (default: project)")
     p.add_argument("--device", default="auto", choices=ml.DEVICES)
+    _cache.add_flags(p)
     return p
 
 

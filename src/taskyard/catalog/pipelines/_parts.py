@@ -88,8 +88,9 @@ def test_task() -> PipelineTask:
             "subdirectory": project_folder(),
             "pytest-args": param("pytest-args"),
             "allow-no-tests": param("allow-no-tests"),
+            "mlflow-tracking-uri": param("mlflow-tracking-uri"),  # the cache's store
         },
-        workspaces={"source": "source"},
+        workspaces={"source": "source", "mlflow": "mlflow"},
         run_after=("clone",),
         timeout=1800,
     )
@@ -135,10 +136,22 @@ def image_name(pt: PipelineTask) -> str:
     return default.rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0]
 
 
+CACHE_PARAM = Param(
+    name="cache",
+    type="boolean",
+    default="true",
+    description=(
+        "Let the cached tasks (tests, train, evaluate) replay results stored for the same "
+        "inputs; `false` computes every task (`taskyard run --no-cache`)."
+    ),
+)
+
+
 def with_images(
     tasks: Sequence[PipelineTask],
 ) -> tuple[tuple[PipelineTask, ...], tuple[Param, ...]]:
-    """Bind each task's ``image`` to a pipeline param ``<image>-image``; return both.
+    """Bind each task's ``image`` to a pipeline param ``<image>-image``, and each cached task's
+    ``cache`` switch to the pipeline's ``cache``: the params a run sets for all its tasks.
 
     A run can only choose images through pipeline params: a v1 ``PipelineTaskRunSpec`` has no
     field that sets a task param (tektoncd/pipeline pkg/apis/pipeline/v1/pipelinerun_types.go),
@@ -147,6 +160,15 @@ def with_images(
     """
     bound: list[PipelineTask] = []
     params: dict[str, Param] = {}
+    cached = [pt.task.cache and CACHE_PARAM.name not in pt.params for pt in tasks]
+    tasks = [
+        pt.model_copy(update={"params": {**pt.params, CACHE_PARAM.name: param(CACHE_PARAM.name)}})
+        if c
+        else pt
+        for pt, c in zip(tasks, cached, strict=True)
+    ]
+    if any(cached):
+        params[CACHE_PARAM.name] = CACHE_PARAM
     for pt in tasks:
         if IMAGE_PARAM not in pt.task.param_names or IMAGE_PARAM in pt.params:
             bound.append(pt)

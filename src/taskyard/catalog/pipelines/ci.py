@@ -3,6 +3,8 @@
 from taskyard.catalog.pipelines._parts import (
     ALLOW_NO_TESTS_PARAM,
     GIT_PARAMS,
+    MLFLOW_PARAM,
+    MLFLOW_WORKSPACE,
     SUBDIRECTORY_PARAM,
     WORKSPACES,
     clone_task,
@@ -31,9 +33,10 @@ PIPELINE = PipelineSpec(
         SUBDIRECTORY_PARAM,
         Param(name="pytest-args", default="", description="Extra pytest arguments."),
         ALLOW_NO_TESTS_PARAM,
+        MLFLOW_PARAM,
         *_IMAGES,
     ),
-    workspaces=tuple(WORKSPACES),
+    workspaces=(*WORKSPACES, MLFLOW_WORKSPACE),
     tasks=_TASKS[:-1],
     finally_=_TASKS[-1:],
     results=(

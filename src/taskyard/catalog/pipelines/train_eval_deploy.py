@@ -2,7 +2,8 @@
 
 ``retrain`` is the same pipeline without the tests, ``drift-retrain`` the same with
 ``detect-drift`` in front of train; all come from :func:`build` so the promotion gate is
-defined once.
+defined once. ``sweep`` (catalog/pipelines/sweep.py) puts the same gate (:func:`gate_tasks`,
+:func:`pipeline_params`) after a fan-out of train and select-best.
 """
 
 from __future__ import annotations
@@ -71,47 +72,26 @@ DRIFT_PARAMS = [
 ]
 
 
-def build(
-    name: str,
-    *,
-    with_tests: bool,
-    display_name: str,
-    description: str,
-    gpu: bool = False,
-    drift: bool = False,
-) -> PipelineSpec:
-    mlflow = {"mlflow-tracking-uri": param("mlflow-tracking-uri")}
-    ml_spaces = {"source": "source", "mlflow": "mlflow"}
-    # The project inside the clone (monorepos): config, imports and pytest are rooted there.
-    config = {"subdirectory": project_folder(), "config": param("config")}
-    model_name = result("train", "model-name")
-    tasks = [clone_task()]
-    if with_tests:
-        tasks.append(test_task())
-    if drift:
-        tasks.append(drift_task(config, mlflow))
-    gate = (DRIFT_GATE,) if drift else ()
-    tasks += [
-        PipelineTask(
-            name="train",
-            task=train.GPU_TASK if gpu else train.TASK,
-            params={
-                "commit": result("clone", "commit"),
-                "overrides": param("overrides"),
-                "model-name": param("model-name"),
-                **config,
-                **mlflow,
-            },
-            workspaces=ml_spaces,
-            run_after=("test",) if with_tests else (),
-            when=gate,
-            timeout=3600,
-        ),
+MLFLOW = {"mlflow-tracking-uri": param("mlflow-tracking-uri")}
+ML_SPACES = {"source": "source", "mlflow": "mlflow"}
+
+
+def project_config() -> dict[str, str]:
+    """The project inside the clone (monorepos): config, imports and pytest are rooted there."""
+    return {"subdirectory": project_folder(), "config": param("config")}
+
+
+def gate_tasks(candidate: str, gate: tuple[When, ...] = ()) -> list[PipelineTask]:
+    """evaluate -> [promote gate] promote -> deploy, for the model task ``candidate`` wrote
+    (train, or select-best: the same results)."""
+    config, mlflow, ml_spaces = project_config(), MLFLOW, ML_SPACES
+    model_name = result(candidate, "model-name")
+    return [
         PipelineTask(
             name="evaluate",
             task=evaluate.TASK,
             params={
-                "model-uri": result("train", "model-uri"),
+                "model-uri": result(candidate, "model-uri"),
                 "model-name": model_name,
                 "min-score": param("min-score"),
                 "min-improvement": param("min-improvement"),
@@ -126,14 +106,14 @@ def build(
             name="promote",
             task=promote.TASK,
             params={
-                "model-uri": result("train", "model-uri"),
+                "model-uri": result(candidate, "model-uri"),
                 "model-name": model_name,
                 "expected-champion": result("evaluate", "champion-version"),
                 "min-score": param("min-score"),
                 "min-improvement": param("min-improvement"),
                 **config,
                 "commit": result("clone", "commit"),
-                "data-hash": result("train", "data-hash"),
+                "data-hash": result(candidate, "data-hash"),
                 "eval-run-id": result("evaluate", "eval-run-id"),
                 **mlflow,
             },
@@ -165,6 +145,22 @@ def build(
             timeout=900,
         ),
     ]
+
+
+# (pipeline result, task, task result) of the gate's tasks
+GATE_RESULTS = (
+    ("candidate-score", "evaluate", "candidate-score"),
+    ("champion-score", "evaluate", "champion-score"),
+    ("promote", "evaluate", "promote"),
+    ("promoted", "promote", "promoted"),
+    ("model-version", "promote", "model-version"),
+    ("url", "deploy", "url"),
+    ("smoke-prediction", "deploy", "smoke-prediction"),
+)
+
+
+def pipeline_params(*, with_tests: bool, drift: bool = False) -> list[Param]:
+    """The params of the gated pipelines (a sweep's, minus ``overrides``, are the same)."""
     params = [
         *GIT_PARAMS,
         SUBDIRECTORY_PARAM,
@@ -216,6 +212,44 @@ def build(
         params.insert(3, ALLOW_NO_TESTS_PARAM)
     if drift:
         params[len(GIT_PARAMS) + 1 : len(GIT_PARAMS) + 1] = DRIFT_PARAMS
+    return params
+
+
+def build(
+    name: str,
+    *,
+    with_tests: bool,
+    display_name: str,
+    description: str,
+    gpu: bool = False,
+    drift: bool = False,
+) -> PipelineSpec:
+    mlflow, ml_spaces, config = MLFLOW, ML_SPACES, project_config()
+    tasks = [clone_task()]
+    if with_tests:
+        tasks.append(test_task())
+    if drift:
+        tasks.append(drift_task(config, mlflow))
+    gate = (DRIFT_GATE,) if drift else ()
+    tasks += [
+        PipelineTask(
+            name="train",
+            task=train.GPU_TASK if gpu else train.TASK,
+            params={
+                "commit": result("clone", "commit"),
+                "overrides": param("overrides"),
+                "model-name": param("model-name"),
+                **config,
+                **mlflow,
+            },
+            workspaces=ml_spaces,
+            run_after=("test",) if with_tests else (),
+            when=gate,
+            timeout=3600,
+        ),
+        *gate_tasks("train", gate),
+    ]
+    params = pipeline_params(with_tests=with_tests, drift=drift)
     bound, images = with_images([*tasks, report_task(name)])
     return PipelineSpec(
         name=name,
@@ -241,13 +275,7 @@ def build(
                 *((("tests-passed", "test", "passed"),) if with_tests else ()),
                 *(DRIFT_RESULTS if drift else ()),
                 ("metric-name", "train", "metric-name"),
-                ("candidate-score", "evaluate", "candidate-score"),
-                ("champion-score", "evaluate", "champion-score"),
-                ("promote", "evaluate", "promote"),
-                ("promoted", "promote", "promoted"),
-                ("model-version", "promote", "model-version"),
-                ("url", "deploy", "url"),
-                ("smoke-prediction", "deploy", "smoke-prediction"),
+                *GATE_RESULTS,
             )
         ),
         timeout=3 * 3600,

@@ -56,6 +56,7 @@ TASK = step_task(
         source_workspace("Holds the cloned project; receives the report."),
         mlflow_workspace(),
     ],
+    cache=True,
     args=[
         "--source", "$(workspaces.source.path)",
         "--subdirectory", "$(params.subdirectory)",

@@ -1,6 +1,12 @@
 """run-tests: run the project's pytest suite and keep a JUnit report."""
 
-from taskyard.catalog._common import source_workspace, step_task
+from taskyard.catalog._common import (
+    MLFLOW_ENV,
+    mlflow_param,
+    mlflow_workspace,
+    source_workspace,
+    step_task,
+)
 from taskyard.spec import Param, Resources, Result
 
 TASK = step_task(
@@ -42,13 +48,19 @@ TASK = step_task(
             default="false",
             description="Pass (with `passed` = 0) when the project has no tests to collect.",
         ),
+        mlflow_param(),
     ],
     results=[
         Result(name="passed", description="Number of tests that passed."),
         Result(name="failed", description="Number of tests that failed or errored."),
         Result(name="report", description="Path of the JUnit report inside `source`."),
     ],
-    workspaces=[source_workspace("Holds the cloned project; receives the report.")],
+    workspaces=[
+        source_workspace("Holds the cloned project; receives the report."),
+        mlflow_workspace(),
+    ],
+    env=MLFLOW_ENV,
+    cache=True,
     args=[
         "--source", "$(workspaces.source.path)",
         "--subdirectory", "$(params.subdirectory)",

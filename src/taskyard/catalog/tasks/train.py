@@ -61,6 +61,7 @@ def _train(name: str, image: str, resources: Resources, what: str) -> TaskSpec:
             Result(name="data-hash", description="SHA-256 of the training data."),
         ],
         workspaces=[source_workspace("Holds the cloned project."), mlflow_workspace()],
+        cache=True,
         args=[
             "--source", "$(workspaces.source.path)",
             "--subdirectory", "$(params.subdirectory)",
