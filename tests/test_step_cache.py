@@ -156,10 +156,8 @@ def test_evaluate_keys_the_champion_it_judges_against(tmp_path, store) -> None:
     readers = _readers(store)
 
     def key(champion: str | None) -> str:
-        keys = {
-            _cache.key_of(_cache.material("evaluate", args, evaluate_step._inputs(r, g, uri, champion)))
-            for r in readers.values()
-        }  # fmt: skip
+        inputs = [evaluate_step._inputs(r, g, uri, champion) for r in readers.values()]
+        keys = {_cache.key_of(_cache.material("evaluate", args, i)) for i in inputs}
         assert len(keys) == 1, "the two readers disagree"
         return keys.pop()
 
@@ -214,7 +212,7 @@ def test_the_sqlite_reader_answers_as_the_mlflow_client(tmp_path, store) -> None
     assert running == [] and none == [] and active == [False, True, False]
     assert aliases == ["2", None, None] and version["run"] == second["run-id"]
     for r in _readers(store).values():  # a deleted version is the client's error, both ways
-        with pytest.raises(Exception, match="(?i)not found|does not exist"):
+        with pytest.raises(Exception, match=r"(?i)not found|does not exist"):
             r.version("m", "1")
 
 
