@@ -107,6 +107,9 @@ def main() -> int:
                 print(f"{mode} run {i}: {wall:.1f} s", file=sys.stderr, flush=True)
             if args.changes and mode == args.modes.split(",")[0]:
                 rows += changes(home, warm=mode == "warm", tmp=Path(tmp))
+            # the interpreter the home kept between its runs (run/warm.py) goes with the home
+            env = {**os.environ, "TASKYARD_HOME": str(home)}
+            subprocess.run([TASKYARD, "warm", "stop"], env=env, capture_output=True, check=False)
     print(table(rows))
     first = next((r for r in rows if r.mode == "warm"), rows[0])
     ok = first.code == 0 and first.wall <= args.target

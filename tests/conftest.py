@@ -10,6 +10,11 @@ import pytest
 
 from tests.mlflowutil import migrated_store
 
+# The warm interpreter of `taskyard run` outlives a run by default (run/warm.py); a test's
+# runs get one that ends with them, so no test leaves one behind. Tests of the kept helper
+# set it themselves and stop what they started.
+os.environ["TASKYARD_WARM_IDLE"] = "0"
+
 
 @pytest.fixture
 def ml_home(

@@ -156,3 +156,51 @@ def test_every_framework_trains_and_promotes_through_the_same_pipeline(
     version = registry().get_model_version_by_alias(MODEL, "champion")
     source_run = registry().get_run(version.run_id)
     assert source_run.data.tags["taskyard.framework"] == framework
+
+
+@pytest.mark.slow
+def test_a_kept_warm_interpreter_runs_the_next_run_and_forks_the_model_server(
+    home: Path,
+) -> None:
+    """TASKYARD_WARM_IDLE > 0 (the default outside tests): the model server deploy starts is
+    forked from the kept helper, outlives it, and is stopped as a recorded server; the next
+    run of the same commit replays tests, train and evaluate from the same helper."""
+    import os
+    import time
+    import urllib.request
+
+    from taskyard.run.warm import kept, stop_kept
+
+    env = {**os.environ, "TASKYARD_WARM_IDLE": "120"}
+    try:
+        first = taskyard("demo", env=env)
+        assert first.returncode == 0, first.stdout + first.stderr
+        found = kept(home)
+        assert found is not None, "no helper was kept for the home"
+        (dep,) = deployments.list_deployments()
+        assert dep.cmdline[1:3] == ["-m", "taskyard.run.warm"], dep.cmdline  # forked
+        assert deployments.alive(dep) and dep.start_ticks > 0
+        with urllib.request.urlopen(dep.url + "/health", timeout=10) as r:
+            assert r.status == 200
+        assert 'smoke-prediction = {"predictions": [' in first.stdout
+
+        # the same commit again: everything heavy replays, every step from the same helper
+        for _ in range(2):
+            again = taskyard("demo", env=env)
+            assert again.returncode == 0, again.stdout + again.stderr
+        run = latest_run()
+        assert {n for n, t in run.tasks.items() if t.results.get("cached-from")} == {
+            "test", "train", "evaluate",
+        }  # fmt: skip
+        assert kept(home) == found
+
+        # the server outlives the helper, and stops as any recorded server does
+        assert stop_kept(home) == found[1]
+        deadline = time.monotonic() + 10
+        while deployments._cmdline(found[1]) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert deployments.alive(dep), "the model server died with the warm interpreter"
+        assert deployments.stop_deployment(dep)
+        assert not deployments.alive(dep)
+    finally:
+        stop_kept(home)

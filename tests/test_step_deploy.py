@@ -328,3 +328,27 @@ def test_bad_params_roll_back_with_one_line(
     assert "Traceback" not in proc.stderr
     assert aliases() == {"champion": "1", "previous-champion": "1"}
     assert servers_of(home) == []
+
+
+def test_a_recorded_server_is_its_pid_and_start_time_not_only_its_command_line(
+    tmp_path: Path,
+) -> None:
+    """A server forked by the warm interpreter shows that interpreter's command line, which
+    every warm step shares: the start time tells the recorded process from a later one."""
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        ticks = deployments.start_ticks(proc.pid)
+        assert ticks > 0
+        dep = deployments.Deployment(
+            name="m", model="m", version="1", alias="champion", model_uri="models:/m/1",
+            host="127.0.0.1", port=1, url="http://127.0.0.1:1", pid=proc.pid, pgid=proc.pid,
+            cmdline=["sleep", "30"], log=str(tmp_path / "log"), start_ticks=ticks,
+        )  # fmt: skip
+        assert deployments.alive(dep)
+        dep.start_ticks = ticks - 1  # the pid, reused by a process started later
+        assert not deployments.alive(dep)
+        dep.start_ticks = 0  # an older record: the command line alone decides
+        assert deployments.alive(dep)
+    finally:
+        proc.kill()
+        proc.wait()

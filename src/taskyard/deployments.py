@@ -56,6 +56,10 @@ class Deployment:
     log: str
     started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     state: str = SERVING
+    # The kernel's start time of pid (clock ticks since boot, /proc/PID/stat field 22): with
+    # the command line, what tells this server from a later process that got its pid. 0: not
+    # recorded (older records, no procfs).
+    start_ticks: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,14 +125,25 @@ def forget(dep: Deployment) -> None:
 # --- processes ------------------------------------------------------------------------------
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, pgid) from /proc, or None when the pid does not exist."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat from field 3 (state) on (proc(5)), or None when the pid does not exist."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    fields = raw[raw.rindex(")") + 2 :].split()  # the command name may hold spaces
-    return fields[0], int(fields[2])
+    return raw[raw.rindex(")") + 2 :].split()  # the command name may hold spaces
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, pgid) from /proc, or None when the pid does not exist."""
+    fields = _stat_fields(pid)
+    return None if fields is None else (fields[0], int(fields[2]))
+
+
+def start_ticks(pid: int) -> int:
+    """When the process started (field 22, starttime); 0 when unknown."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields is not None else 0
 
 
 def _cmdline(pid: int) -> list[str] | None:
@@ -158,6 +173,8 @@ def alive(dep: Deployment) -> bool:
     """The recorded server still runs: its pid exists and still runs the recorded command."""
     if not running(dep.pid):
         return False
+    if dep.start_ticks and start_ticks(dep.pid) not in (0, dep.start_ticks):
+        return False  # another process got the pid
     cmd = _cmdline(dep.pid)
     return cmd is None or cmd == dep.cmdline  # None: no procfs to compare against
 
@@ -188,9 +205,10 @@ def _ours(pid: int) -> bool:
     return any(a == SERVER_MODULE or "mlflow" in a or "uvicorn" in a for a in cmd)
 
 
-def stop_process_group(pgid: int, pid: int, grace: float = 10.0) -> bool:
-    """SIGTERM the group, wait, then SIGKILL. Returns True when something was signalled."""
-    if not any(_ours(p) for p in _group(pgid)):
+def stop_process_group(pgid: int, pid: int, grace: float = 10.0, known: bool = False) -> bool:
+    """SIGTERM the group, wait, then SIGKILL. Returns True when something was signalled.
+    ``known``: the caller has checked the leader is the recorded server (:func:`alive`)."""
+    if not known and not any(_ours(p) for p in _group(pgid)):
         return False
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -208,8 +226,9 @@ def stop_process_group(pgid: int, pid: int, grace: float = 10.0) -> bool:
 def stop_deployment(dep: Deployment, grace: float = 10.0) -> bool:
     """Stop one recorded server (if it is still ours) and drop its record."""
     stopped = False
-    if alive(dep) or any(_ours(p) for p in _group(dep.pgid)):
-        stopped = stop_process_group(dep.pgid, dep.pid, grace)
+    known = alive(dep)
+    if known or any(_ours(p) for p in _group(dep.pgid)):
+        stopped = stop_process_group(dep.pgid, dep.pid, grace, known=known)
     forget(dep)
     return stopped
 
@@ -293,7 +312,7 @@ def start(
     host: str,
     port: int,
     tracking_uri: str,
-) -> tuple[Deployment, subprocess.Popen[bytes]]:
+) -> tuple[Deployment, subprocess.Popen[bytes] | None]:
     """Start a detached server (own session = own process group) and record it as starting."""
     d = model_folder(name)
     d.mkdir(parents=True, exist_ok=True)
@@ -303,16 +322,22 @@ def start(
     env = dict(os.environ)
     env["MLFLOW_TRACKING_URI"] = tracking_uri
     cmd = serve_command(model_uri, host, port)
+    proc: subprocess.Popen[bytes] | None = None
     with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=d,
-            start_new_session=True,
-        )
+        pid = _warm_start(cmd, env, d, out.fileno())
+        if pid is None:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=d,
+                start_new_session=True,
+            )
+            pid = proc.pid
+    # A server forked by the warm interpreter shows that interpreter's command line.
+    shown = (_cmdline(pid) or cmd) if proc is None else cmd
     dep = Deployment(
         name=name,
         model=model,
@@ -322,11 +347,26 @@ def start(
         host=host,
         port=port,
         url=base_url(host, port),
-        pid=proc.pid,
-        pgid=proc.pid,  # start_new_session: the leader's pid is the group id
-        cmdline=cmd,
+        pid=pid,
+        pgid=pid,  # its own session: the leader's pid is the group id
+        cmdline=shown,
         log=str(log),
         state=STARTING,
+        start_ticks=start_ticks(pid),
     )
     save(dep)
     return dep, proc
+
+
+def _warm_start(cmd: list[str], env: dict[str, str], cwd: Path, log_fd: int) -> int | None:
+    """Under ``taskyard run`` with a kept warm interpreter, fork the server from it: the same
+    argv, env, cwd, log and own session, without seconds of imports (run/warm.py); None: the
+    caller starts it as a new process."""
+    from taskyard.run.warm import HELPER_ENV, spawn_detached
+
+    if not os.environ.get(HELPER_ENV):
+        return None
+    try:
+        return spawn_detached(cmd, env, cwd, log_fd)
+    except OSError:
+        return None

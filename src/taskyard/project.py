@@ -216,7 +216,9 @@ def project_callable(root: Path, ref: str, what: str) -> Any:
         raise StepError(f"{what} 'python:{spec}' must look like 'python:package.module:func'")
     top = module_name.split(".")[0]
     local = (root / top).is_dir() or (root / f"{top}.py").is_file()
-    for name in [m for m in sys.modules if local and (m == top or m.startswith(top + "."))]:
+    prefix = top + "."
+    mine = [m for m in sys.modules if m == top or m.startswith(prefix)] if local else []
+    for name in mine:
         origin = getattr(sys.modules[name], "__file__", None) or ""
         if not Path(origin).resolve().is_relative_to(root):
             del sys.modules[name]

@@ -18,7 +18,7 @@ import sys
 import traceback
 
 from taskyard import __version__
-from taskyard.cli import catalog, demo, deployments, images, init, render, run, serve, ui
+from taskyard.cli import catalog, demo, deployments, images, init, render, run, serve, ui, warm
 from taskyard.cli._common import Parser, Registrar, UsageError, pairs
 from taskyard.cli.run import execute, failure
 from taskyard.errors import TaskyardError
@@ -34,6 +34,7 @@ COMMANDS: list[Registrar] = [
     ui.add_ui,
     render.add_render,
     images.add_images,
+    warm.add_warm,
 ]
 
 

@@ -86,7 +86,8 @@ def add_warm_flag(p: argparse.ArgumentParser) -> None:
         default=True,
         help="subprocess executor: fork `python -m taskyard.steps.…` steps from an "
         "interpreter that has mlflow, pandas and scikit-learn loaded (default: on; same "
-        "argv, env, cwd and exit codes; run/warm.py)",
+        "argv, env, cwd and exit codes; kept for the next run of this home for "
+        "TASKYARD_WARM_IDLE seconds, default 600, 0: per run; run/warm.py)",
     )
 
 
@@ -137,7 +138,10 @@ def execute(
     elif warm and not is_yaml(pipeline):
         from taskyard.run.executor import SubprocessExecutor
 
-        chosen = SubprocessExecutor(warm=True)
+        try:
+            chosen = SubprocessExecutor(warm=True)
+        except ValueError as e:  # TASKYARD_WARM_IDLE
+            raise UsageError(str(e)) from None
     try:
         return _execute(pipeline, params, workspaces, max_parallel, executor, run_id, files,
                         git_repos, trigger, chosen, no_cache)  # fmt: skip

@@ -32,9 +32,11 @@ from typing import BinaryIO, Protocol
 
 from taskyard.run.warm import (
     DEFAULT_MODULES,
+    HELPER_ENV,
     WAIT_FOR,
     WAIT_S,
     WarmServer,
+    idle_seconds,
     python_env,
     step_module,
 )
@@ -198,6 +200,7 @@ class SubprocessExecutor:
         grace: float = 10.0,
         warm: bool = False,
         warm_modules: tuple[str, ...] | None = None,
+        warm_idle: float | None = None,
     ) -> None:
         # SIGTERM, then SIGKILL after `grace` s: room for a step's cleanup (deploy rolls back
         # and stops its server). Kubernetes gives a pod 30 s (terminationGracePeriodSeconds).
@@ -208,15 +211,22 @@ class SubprocessExecutor:
         self.warm_modules = warm_modules or DEFAULT_MODULES
         if warm:
             # Started here, in the thread that builds the executor (the CLI's main thread):
-            # the helper's parent-death signal follows that thread. It loads while the first
-            # tasks run cold.
-            self.warm = WarmServer(self._env({}), preexec=die_with_parent())
+            # a per-run helper's parent-death signal follows that thread. It loads while the
+            # first tasks run cold; a kept one (``warm_idle`` > 0, default TASKYARD_WARM_IDLE
+            # or 600 s) is found ready by the next run of this home.
+            from taskyard.home import home
+
+            env = self._env({})
+            idle = idle_seconds(env) if warm_idle is None else warm_idle
+            self.warm = WarmServer(env, preexec=die_with_parent(), home=home(), idle=idle)
 
     def _env(self, extra: dict[str, str]) -> dict[str, str]:
         env = dict(os.environ)
         env.update(extra)
         env["PATH"] = self.bin_dir + os.pathsep + env.get("PATH", "")
         env.setdefault("PYTHONUNBUFFERED", "1")
+        if self.warm is not None and self.warm.name:  # cold and warm steps alike
+            env[HELPER_ENV] = self.warm.name
         return env
 
     def close(self) -> None:

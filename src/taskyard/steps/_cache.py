@@ -31,6 +31,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -100,25 +101,32 @@ def code_hash() -> str:
 
 def identity() -> dict[str, Any]:
     """What the task definition contributes: an image digest where known, else the code."""
-    from importlib import metadata
-
     from taskyard import __version__
 
     image = os.environ.get(IMAGE_ENV, "")
     digest = image.split("@", 1)[1] if "@sha256:" in image else ""
-    libraries = {}
-    for name in LIBRARIES:
-        try:
-            libraries[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            libraries[name] = None
     return {
         "taskyard": __version__,
         "image": digest,
         "code": "" if digest else code_hash(),
         "python": sys.version.split()[0],
-        "libraries": libraries,
+        "libraries": library_versions(),
     }
+
+
+@cache
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of what shapes a step's output (~40 ms of metadata parsing: cached,
+    and computed once by the warm interpreter, whose life is one install of them)."""
+    from importlib import metadata
+
+    libraries: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            libraries[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            libraries[name] = None
+    return libraries
 
 
 def params_of(args: argparse.Namespace) -> dict[str, Any]:
@@ -211,8 +219,27 @@ class StepCache:
     hit: Hit | None = None
     notes: list[str] = field(default_factory=list)
 
+    _ready: threading.Thread | None = field(default=None, init=False, repr=False)
+    _experiment_id: str = field(default="", init=False, repr=False)
+
     def _experiment(self) -> str:
-        return _mlflow.experiment(EXPERIMENT)
+        if not self._experiment_id:
+            self._experiment_id = _mlflow.experiment(EXPERIMENT)
+        return self._experiment_id
+
+    def prepare(self) -> None:
+        """After a miss, while the step works in another process (pytest): import mlflow and
+        open the store in a thread (seconds cold: the import, a fresh store's schema), so
+        :meth:`store` finds them ready. Any failure here is store()'s to report."""
+        if not self.enabled or self._ready is not None:
+            return
+
+        def warm_up() -> None:
+            with contextlib.suppress(Exception):
+                self._experiment()
+
+        self._ready = threading.Thread(target=warm_up, name="cache-prepare", daemon=True)
+        self._ready.start()
 
     def lookup(self) -> Hit | None:
         oldest = None if self.max_age is None else int((time.time() - self.max_age) * 1000)
@@ -278,6 +305,8 @@ class StepCache:
         """
         if not self.enabled:
             return
+        if self._ready is not None:
+            self._ready.join()
         from mlflow import MlflowClient
 
         client = MlflowClient()

@@ -112,6 +112,8 @@ def run(args: argparse.Namespace) -> None:
     cached = _open_cache(args, source, project)
     if cached is not None and cached.replay():
         return
+    if cached is not None:
+        cached.prepare()  # the store opens while pytest runs
 
     # After the re-exec this is the project environment's python: pytest runs with its pins.
     cmd = [sys.executable, "-m", "pytest", f"--junitxml={report.resolve()}", *extra]
