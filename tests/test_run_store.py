@@ -165,3 +165,35 @@ def test_run_json_stores_secrets_redacted_and_keeps_them_in_memory() -> None:
         "repo-url": "https://***@git.example.com/x.git",
         "n": "1",
     }
+
+
+def test_a_save_of_the_changed_tasks_stores_what_a_full_save_stores() -> None:
+    """The runner names the tasks it changed; the others keep their JSON, running ones are
+    re-encoded anyway (their duration moves): the file is the same as a full encode."""
+    run = RunStore().create("p")
+    run.tasks = {
+        "a": TaskRecord(name="a", task="t", state="Succeeded", started=1.0, ended=2.0),
+        "b": TaskRecord(name="b", task="t", state="Running", started=2.0),
+        "c": TaskRecord(name="c", task="t"),
+    }
+    run.save()
+
+    def stored() -> dict:
+        return json.loads((Path(run.dir) / "run.json").read_text())["tasks"]
+
+    def steady(tasks: dict) -> dict:  # a running task's duration is the clock's
+        return {n: {k: v for k, v in t.items() if k != "duration" or t["state"] != "Running"}
+                for n, t in tasks.items()}  # fmt: skip
+
+    run.tasks["c"].state, run.tasks["c"].started = "Running", 3.0
+    run.tasks["a"].results["x"] = "1"  # changed and named
+    run.save({"a", "c"})
+    assert steady(stored()) == steady(json.loads(json.dumps(run.to_json()["tasks"])))
+    assert stored()["a"]["results"] == {"x": "1"}
+
+    run.tasks["b"].state, run.tasks["b"].ended = "Failed", 5.0  # running before: looked at
+    run.save(set())
+    assert stored()["b"]["state"] == "Failed" and stored()["b"]["duration"] == 3.0
+    run.tasks["d"] = TaskRecord(name="d", task="t")  # a task not encoded yet: a full pass
+    run.save(set())
+    assert list(stored()) == ["a", "b", "c", "d"]

@@ -131,6 +131,10 @@ def resolve_workspaces(spec: PipelineSpec, given: Mapping[str, str | Path]) -> d
     return out
 
 
+# run.json is rewritten at most this often while tasks change (and always at the run's end).
+FLUSH_S = 0.05
+
+
 @dataclass
 class _Active:
     """A started task, as the scheduler and its worker thread share it (under the lock)."""
@@ -175,6 +179,13 @@ class Runner:
         self._timed_out = False
         self._cancelled = False
         self._dirty = False
+        self._dirty_names: set[str] = set()
+        self._saved_at = 0.0  # time.monotonic() of the last run.json write
+        # Scheduling memos, so a round costs what changed, not what is pending: the dependency
+        # a waiting task last waited on, and the tasks that were ready but found no free slot
+        # (their skip decision is made: every input of it is final once the deps are done).
+        self._blocker: dict[str, str] = {}
+        self._slot_wait: set[str] = set()
         # Each task with its dependencies, computed once: the scheduler asks on every round.
         self._graph = {pt.name: (pt, spec.dependencies(pt)) for pt in spec.all_tasks}
         self._notes: dict[str, str] = {}  # shown as the reason of a task that succeeded
@@ -245,11 +256,17 @@ class Runner:
                 for name in pending:  # nothing running and nothing startable: cannot happen
                     self._skip(name, "not started", "parent")
                 return
-            self._flush()
+            flush_in = self._flush()
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if flush_in is not None and (timeout is None or flush_in < timeout):
+                timeout, flush_due = flush_in, True
+            else:
+                flush_due = False
             try:
                 event = self._events.get(timeout=timeout)
             except queue.Empty:
+                if flush_due:
+                    continue  # run.json's write is due: the top of the loop does it
                 deadline = None
                 self._timed_out = True
                 why = f"pipeline timeout of {self.spec.timeout}s reached"
@@ -268,13 +285,28 @@ class Runner:
                 pt, deps = self._graph[name]
                 if self._stopping and not final and name not in self._trials:
                     self._skip(name, f"not started: {self._stopping}", "parent")
-                elif any(records[d].state not in TERMINAL for d in deps):
+                elif not self._deps_done(name, deps, records):
                     continue
+                elif name in self._slot_wait and len(self._threads) >= self.max_parallel:
+                    continue  # still no free slot
                 elif not self._decide(pt, final):
+                    self._slot_wait.add(name)
                     continue  # waiting for a free slot
                 pending.remove(name)
                 progressed = True
         return pending
+
+    def _deps_done(self, name: str, deps: set[str], records: dict[str, TaskRecord]) -> bool:
+        """All of ``deps`` are terminal; rechecks the one it waited on last time first."""
+        blocker = self._blocker.get(name)
+        if blocker is not None and records[blocker].state not in TERMINAL:
+            return False
+        for dep in deps:
+            if records[dep].state not in TERMINAL:
+                self._blocker[name] = dep
+                return False
+        self._blocker.pop(name, None)
+        return True
 
     def _decide(self, pt: PipelineTask, final: bool) -> bool:
         """Skip, fail or start ``pt`` (all its dependencies are done); False: no free slot."""
@@ -457,15 +489,26 @@ class Runner:
 
     def _changed(self, name: str) -> None:
         self._dirty = True
+        self._dirty_names.add(name)
         if self.observer:
             self.observer.changed(self.record, name)
 
-    def _flush(self) -> None:
-        """Write ``run.json`` once per scheduling round, not once per change (the record
-        re-encodes only the tasks that changed: run/store.py ``RunRecord.save``)."""
-        if self._dirty:
-            self._dirty = False
-            self.record.save()
+    def _flush(self) -> float | None:
+        """Write ``run.json`` once per scheduling round, not once per change, and at most
+        once per FLUSH_S: a change is on disk within FLUSH_S, and a burst of rounds (a wide
+        DAG of short tasks) costs one write, whose size grows with the run. The record
+        re-encodes only the tasks that changed (run/store.py ``RunRecord.save``). Returns the
+        seconds until a held-back write is due, None when nothing waits."""
+        if not self._dirty:
+            return None
+        wait = self._saved_at + FLUSH_S - time.monotonic()
+        if wait > 0:
+            return wait
+        self._dirty = False
+        changed, self._dirty_names = self._dirty_names, set()
+        self.record.save(changed)
+        self._saved_at = time.monotonic()
+        return None
 
     def _stop_all(self, reason: str, state: str) -> None:
         with self._lock:

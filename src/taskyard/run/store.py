@@ -28,6 +28,7 @@ import re
 import secrets
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
@@ -163,6 +164,7 @@ class RunRecord:
     _encoded: dict[str, tuple[tuple, str]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _running: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     @property
     def path(self) -> Path:
@@ -214,34 +216,44 @@ class RunRecord:
                     t.ended = now
 
     def _head(self) -> dict[str, Any]:
-        data = {k: v for k, v in vars(self).items() if k not in ("tasks", "_encoded")}
+        data = {k: v for k, v in vars(self).items() if k not in ("tasks", "_encoded", "_running")}
         data["duration"] = self.duration
         data["params"] = redact_values(self.params)
         data["results"] = redact_values(self.results)
         data["reason"] = redact(self.reason)
         return data
 
-    def _tasks_json(self) -> str:
+    def _tasks_json(self, changed: set[str] | None = None) -> str:
         """The tasks as stored, re-encoding only those that changed since the last save.
 
         The record is saved once per scheduling round; encoding every task each time made a
         500-task run quadratic (benchmarks/runner_overhead.py). A running task is always
-        re-encoded: its duration moves.
+        re-encoded: its duration moves. ``changed``: the tasks the caller changed since its
+        last save (the runner knows): only those and the running ones are looked at. None:
+        every task is compared with what it was encoded from.
         """
-        parts = []
-        for name, t in self.tasks.items():
+        encoded = self._encoded
+        if changed is None or len(encoded) != len(self.tasks):
+            names: Iterable[str] = list(self.tasks)
+        else:
+            names = changed | self._running
+        for name in names:
+            t = self.tasks[name]
             made_of = (t.state, t.attempts, t.started, t.ended, t.reason, t.skip_kind,
                        tuple(t.results.items()))  # fmt: skip
-            known = self._encoded.get(name)
+            known = encoded.get(name)
             if known is None or known[0] != made_of or t.state == RUNNING:
-                known = (made_of, json.dumps(t.to_json(), default=str))
-                self._encoded[name] = known
-            parts.append(f"{json.dumps(name)}:{known[1]}")
-        return "{" + ",".join(parts) + "}"
+                text = json.dumps(t.to_json(), default=str)
+                encoded[name] = (made_of, f"{json.dumps(name)}:{text}")
+            if t.state == RUNNING:
+                self._running.add(name)
+            else:
+                self._running.discard(name)
+        return "{" + ",".join([encoded[n][1] for n in self.tasks]) + "}"
 
     def to_json(self) -> dict[str, Any]:
         """The stored form: params, results and reasons redacted."""
-        data = {k: v for k, v in vars(self).items() if k not in ("tasks", "_encoded")}
+        data = {k: v for k, v in vars(self).items() if k not in ("tasks", "_encoded", "_running")}
         data["duration"] = self.duration
         data["params"] = redact_values(self.params)
         data["results"] = redact_values(self.results)
@@ -260,10 +272,11 @@ class RunRecord:
             tasks[name] = TaskRecord.from_json(t)
         return cls(tasks=tasks, **data)
 
-    def save(self) -> None:
+    def save(self, changed: set[str] | None = None) -> None:
         """Atomic rewrite of ``run.json`` (cheap: no fsync; a crash keeps the last record).
 
         No ``indent``: json's C encoder only runs without it, and this runs per state change.
+        ``changed``: see :meth:`_tasks_json`.
         """
         target = os.path.join(self.dir, RECORD)
         # A name per writer: a reader marking the run Abandoned may race another reader.
@@ -271,7 +284,7 @@ class RunRecord:
         try:
             with open(tmp, "w") as f:
                 head = json.dumps(self._head(), default=str)
-                f.write(head[:-1] + ', "tasks": ' + self._tasks_json() + "}")
+                f.write(head[:-1] + ', "tasks": ' + self._tasks_json(changed) + "}")
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):
