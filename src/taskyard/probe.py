@@ -38,6 +38,7 @@ def wait_healthy(dep: Deployment, proc: subprocess.Popen[bytes] | None, timeout:
     that cannot load ends the server (exit 1), and its one ``error:`` line is the log's last.
     """
     deadline = time.monotonic() + timeout
+    pause = 0.05  # a warm server is healthy in well under a second: look soon, then less often
     while True:
         exited = proc.poll() if proc is not None else (None if running(dep.pid) else -1)
         if exited is not None:
@@ -58,7 +59,8 @@ def wait_healthy(dep: Deployment, proc: subprocess.Popen[bytes] | None, timeout:
                 f"the model server at {dep.url} was not healthy after {timeout:.0f}s"
                 + (f" (last log line: {tail})" if tail else "")
             )
-        time.sleep(0.5)
+        time.sleep(pause)
+        pause = min(0.5, pause * 2)
 
 
 def _sample(type_name: str) -> Any:
