@@ -3,7 +3,10 @@
 Whole pipelines through the real CLI, started together, each with another model quality. The
 promote/deploy lock and promote's compare-and-set must leave the better model as ``champion``
 and the one it replaced as ``previous-champion``, whichever run reaches promote first; each
-run's deploy serves its own version or is skipped. Repeated, since the order varies.
+run's deploy serves its own version or is skipped. Repeated, since the order varies: how far
+apart the two runs reach evaluate depends on the machine, so one may promote before the other
+evaluates (then the other is judged against it). The race where both are judged against no
+champion and promote at once is forced step by step in tests/test_promotion_race.py.
 """
 
 from __future__ import annotations
@@ -49,23 +52,35 @@ def test_two_concurrent_runs_leave_the_better_model_champion(home: Path, attempt
     runs = {label: RunStore().get(f"race-{label}") for label in QUALITIES}
     scores = {k: float(r.tasks["evaluate"].results["candidate-score"]) for k, r in runs.items()}
     assert scores["better"] > scores["good"]
-    # Both were evaluated against no champion: both said promote.
-    assert {r.tasks["evaluate"].results["promote"] for r in runs.values()} == {"true"}
-
+    # How fast each run reaches evaluate varies, so three orders are possible, and each must end
+    # with the better model champion: both evaluated against no champion (the race promote's
+    # lock and compare-and-set settle), or one run promoted before the other evaluated.
+    judged = {k: r.tasks["evaluate"].results for k, r in runs.items()}
     client = MlflowClient()
     champion = client.get_model_version_by_alias(MODEL, "champion")
     better_version = runs["better"].tasks["promote"].results["model-version"]
     assert str(champion.version) == better_version  # the best evaluated version
-    good = runs["good"].tasks["promote"].results
     aliases = {k: str(v) for k, v in client.get_registered_model(MODEL).aliases.items()}
-    if good["promoted"] == "true":  # good promoted first, better replaced it
-        assert aliases == {"champion": better_version, "previous-champion": good["model-version"]}
-    else:  # better promoted first; good was judged again and declined
+    if judged["good"]["promote"] == "false":  # better was champion before good was evaluated
+        assert judged["good"]["champion-version"] == better_version
+        assert judged["better"]["champion-version"] == ""
+        assert runs["good"].tasks["promote"].state == "Skipped"
         assert aliases == {"champion": better_version}
-        assert good["model-version"] == ""
+    else:
+        assert judged["better"]["promote"] == "true"
+        good = runs["good"].tasks["promote"].results
+        if good["promoted"] == "true":  # good promoted first, better replaced it
+            assert aliases == {
+                "champion": better_version,
+                "previous-champion": good["model-version"],
+            }
+        else:  # both judged against no champion, better promoted first; good judged again
+            assert judged["good"]["champion-version"] == ""
+            assert aliases == {"champion": better_version}
+            assert good["model-version"] == ""
 
     for label, run in runs.items():
-        own = run.tasks["promote"].results["model-version"]
+        own = run.tasks["promote"].results.get("model-version", "")
         deployed = run.tasks["deploy"]
         if deployed.state == "Skipped":  # promote declined: no version to deploy
             assert own == "", label
