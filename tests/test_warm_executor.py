@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,36 +156,7 @@ def test_stop_kills_the_steps_group_after_the_grace(
     assert gone(step) and gone(grandchild)
 
 
-DRIVER = """
-import sys
-from taskyard.run import Runner
-from taskyard.run.executor import SubprocessExecutor
-from taskyard.spec import PipelineSpec, PipelineTask, PipelineWorkspace, TaskSpec, Workspace
-import time
-
-ex = SubprocessExecutor(warm=True, warm_modules=("tests.warm_step",))
-while not ex.warm.ready():
-    assert ex.warm.state == "starting", ex.warm.why
-    time.sleep(0.1)
-SLEEPER = TaskSpec(
-    name="sleeper", display_name="sleeper", description="sleeps with a grandchild",
-    image="python:3.11-slim",
-    command=("python", "-m", "tests.warm_step", "--steps-cli", "--sleep", "60",
-             "--pids", "$(workspaces.data.path)/pids"),
-    workspaces=(Workspace(name="data"),),
-)
-PIPE = PipelineSpec(
-    name="sleepy", display_name="sleepy", description="one long task",
-    workspaces=(PipelineWorkspace(name="data"),),
-    tasks=(PipelineTask(name="sleep", task=SLEEPER, workspaces={"data": "data"}),),
-)
-Runner(PIPE, {}, {"data": sys.argv[1]}, executor=ex).run()
-"""
-
-
 def test_a_sigkilled_runner_leaves_no_warm_step_behind(tmp_path: Path) -> None:
-    driver = tmp_path / "driver.py"
-    driver.write_text(textwrap.dedent(DRIVER))
     data = tmp_path / "data"
     data.mkdir()
     # Steps run in the run's folder: tests.warm_step is found through PYTHONPATH, cold or warm.
@@ -194,7 +164,7 @@ def test_a_sigkilled_runner_leaves_no_warm_step_behind(tmp_path: Path) -> None:
     env.pop("MLFLOW_TRACKING_URI", None)
     with (tmp_path / "run.out").open("wb") as out:
         runner = subprocess.Popen(
-            [sys.executable, str(driver), str(data)], cwd=ROOT, env=env, stdout=out,
+            [sys.executable, "-m", "tests.warm_driver", str(data)], cwd=ROOT, env=env, stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:

@@ -97,15 +97,13 @@ def test_the_next_run_of_the_home_finds_the_same_helper_loaded(home: Path, tmp_p
 
 
 def test_a_sigkilled_runner_takes_its_steps_the_helper_stays(home: Path, tmp_path: Path) -> None:
-    driver = tmp_path / "driver.py"
-    driver.write_text(textwrap.dedent(DRIVER))
     data = tmp_path / "data"
     data.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with (tmp_path / "run.out").open("wb") as out:
         runner = subprocess.Popen(
-            [sys.executable, str(driver), str(data)], cwd=ROOT, env=env, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "tests.warm_driver", str(data), "--idle", "30", "--grace", "2"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
         wait_for(data / "pids", 120)
@@ -126,30 +124,6 @@ def test_a_sigkilled_runner_takes_its_steps_the_helper_stays(home: Path, tmp_pat
         if runner.poll() is None:
             os.killpg(runner.pid, signal.SIGKILL)
             runner.wait()
-
-
-DRIVER = """
-import sys
-from taskyard.run import Runner
-from taskyard.run.executor import SubprocessExecutor
-from taskyard.spec import PipelineSpec, PipelineTask, PipelineWorkspace, TaskSpec, Workspace
-
-ex = SubprocessExecutor(grace=2, warm=True, warm_modules=("tests.warm_step",), warm_idle=30)
-assert ex.warm.ready(120), ex.warm.why
-SLEEPER = TaskSpec(
-    name="sleeper", display_name="sleeper", description="sleeps with a grandchild",
-    image="python:3.11-slim",
-    command=("python", "-m", "tests.warm_step", "--sleep", "60",
-             "--pids", "$(workspaces.data.path)/pids"),
-    workspaces=(Workspace(name="data"),),
-)
-PIPE = PipelineSpec(
-    name="sleepy", display_name="sleepy", description="one long task",
-    workspaces=(PipelineWorkspace(name="data"),),
-    tasks=(PipelineTask(name="sleep", task=SLEEPER, workspaces={"data": "data"}),),
-)
-Runner(PIPE, {}, {"data": sys.argv[1]}, executor=ex).run()
-"""
 
 
 def test_it_ends_when_idle_for_its_idle_time(home: Path, tmp_path: Path) -> None:

@@ -233,17 +233,33 @@ def spawn_detached(argv: list[str], env: dict[str, str], cwd: Path, log_fd: int)
         ready, _, _ = select.select([ctl], [], [], 1.0)
         if not ready or ctl.recv(4096) != b"ready":
             return None
-        request = json.dumps({"argv": argv, "env": env, "cwd": str(cwd), "detached": True})
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        request = {"argv": argv, "env": env, "cwd": str(cwd), "detached": True}
+        try:
+            mine = _send_fork(ctl, request, log_fd)
+        except OSError:
+            return None
         with mine:
-            try:
-                socket.send_fds(ctl, [request.encode()], [theirs.fileno(), log_fd])
-            except OSError:
-                return None
-            finally:
-                theirs.close()
-            ready, _, _ = select.select([mine], [], [], 30)
-            data = mine.recv(64) if ready else b""
+            return _pid_reply(mine)
+
+
+def _send_fork(ctl: socket.socket, request: dict[str, Any], log_fd: int) -> socket.socket:
+    """Send a fork request with the log and the far end of a new reply socket; the near end.
+    OSError: the helper is gone."""
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        socket.send_fds(ctl, [json.dumps(request).encode()], [theirs.fileno(), log_fd])
+    except OSError:
+        mine.close()
+        raise
+    finally:
+        theirs.close()
+    return mine
+
+
+def _pid_reply(mine: socket.socket, timeout: float = 30) -> int | None:
+    """The forked pid the helper answers with; None: it could not fork (or did not answer)."""
+    ready, _, _ = select.select([mine], [], [], timeout)
+    data = mine.recv(64) if ready else b""
     return int(data.split()[1]) if data.startswith(b"pid ") else None
 
 
@@ -406,29 +422,20 @@ class WarmServer:
     def spawn(self, mod_argv: list[str], env: dict[str, str], cwd: Path, log_fd: int,
               grace: float) -> WarmProcess | None:  # fmt: skip
         """Fork a step (``mod_argv``: ``[executable, "-m", MOD, *args]``); None: go cold."""
-        request = json.dumps(
-            {"argv": mod_argv, "env": env, "cwd": str(cwd), "grace": grace}
-        ).encode()
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        request = {"argv": mod_argv, "env": env, "cwd": str(cwd), "grace": grace}
         with self._lock:
             if self.state != "ready":
-                mine.close()
-                theirs.close()
                 return None
             try:
-                socket.send_fds(self._ctl, [request], [theirs.fileno(), log_fd])
+                mine = _send_fork(self._ctl, request, log_fd)
             except OSError as e:
                 self._off(f"the warm interpreter is gone: {e}")
-                mine.close()
                 return None
-            finally:
-                theirs.close()
-        ready, _, _ = select.select([mine], [], [], 30)
-        data = mine.recv(64) if ready else b""
-        if not data.startswith(b"pid "):
+        pid = _pid_reply(mine)
+        if pid is None:
             mine.close()
             return None  # the helper could not fork: the cold path runs the step
-        return WarmProcess(mine, int(data.split()[1]), grace)
+        return WarmProcess(mine, pid, grace)
 
     def close(self) -> None:
         """Leave the helper: a kept one stays for the next run; one of this run stops (its
