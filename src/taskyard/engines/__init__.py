@@ -38,10 +38,6 @@ TEKTON_KINDS = ("PipelineRun", "Pipeline")
 RUNNABLE = (*TEKTON_KINDS, "Workflow", "WorkflowTemplate", "ClusterWorkflowTemplate")
 
 
-def is_yaml(ref: str) -> bool:
-    return ref.endswith((".yaml", ".yml"))
-
-
 def catalog_tasks(path: Path) -> list[Path]:
     """The ``tasks/`` folder of the catalog a file sits in (its Tasks resolve by name)."""
     for parent in path.resolve().parents:
