@@ -161,21 +161,45 @@ def test_evaluate_keys_the_champion_it_judges_against(tmp_path, store) -> None:
         assert len(keys) == 1, "the two readers disagree"
         return keys.pop()
 
+    def score_key(champion: str | None) -> str:
+        inputs = [evaluate_step._inputs(r, g, uri, champion) for r in readers.values()]
+        keys = {evaluate_step.score_key(_cache.material("evaluate", args, i)) for i in inputs}
+        assert len(keys) == 1, "the two readers disagree"
+        return keys.pop()
+
+    def registered_from(name: str, candidate: str) -> bool:
+        said = {evaluate_step.is_registered_from(r, name, "1", candidate) for r in readers.values()}
+        assert len(said) == 1, "the two readers disagree"
+        return said.pop()
+
     none = key(None)
     client.create_registered_model("m")
     client.create_model_version("m", uri, uri.split("/")[1])
     first = key("1")
+    assert registered_from("m", uri)
     client.delete_registered_model("m")
     other, other_run = log_sklearn_model(seed=1)
     client.create_registered_model("m")
     client.create_model_version("m", other, other_run)
     assert len({none, first, key("1")}) == 3
     assert key("1") == key("1")
+    # The candidate's score does not depend on the champion: one score key for all three.
+    assert score_key(None) == score_key("1") != none
+    assert not registered_from("m", uri) and registered_from("m", other)
+    # registered as promote does (MLflow 3: the source is the logged model, models:/m-…)
+    import mlflow
+
+    mlflow.register_model(uri, "m2")
+    assert client.get_model_version("m2", "1").source.startswith("models:/m-")
+    assert registered_from("m2", uri) and not registered_from("m2", other)
+    assert not registered_from("m2", uri.replace("/model", "/other-path"))
 
 
 def test_the_sqlite_reader_answers_as_the_mlflow_client(tmp_path, store) -> None:
-    """Entries (finished only, newest first, max age), run states, aliases and versions, read
-    from the store's tables, are the client's answers, deleted things included."""
+    """Entries (finished only, newest first, max age), run states, aliases, versions and
+    logged models, read from the store's tables, are the client's answers, deleted things
+    included."""
+    import mlflow
     from mlflow import MlflowClient
 
     client = MlflowClient()
@@ -191,6 +215,7 @@ def test_the_sqlite_reader_answers_as_the_mlflow_client(tmp_path, store) -> None
     client.set_registered_model_alias("m", "champion", "2")
     client.delete_model_version("m", "1")
     client.delete_run(first["run-id"])
+    logged = mlflow.models.get_model_info(second["model-uri"]).model_id
     answers = {}
     for name, r in _readers(store).items():
         entries = [
@@ -204,9 +229,11 @@ def test_the_sqlite_reader_answers_as_the_mlflow_client(tmp_path, store) -> None
             [r.run_active(x) for x in (first["run-id"], second["run-id"], "0" * 32)],
             [r.alias_version(n, a) for n, a in (("m", "champion"), ("m", "x"), ("n", "champion"))],
             r.version("m", "2"),
+            r.logged_model(logged),
         )
     assert answers["sqlite"] == answers["client"]
-    found, running, none, active, aliases, version = answers["sqlite"]
+    found, running, none, active, aliases, version, model = answers["sqlite"]
+    assert model == {"run": second["run-id"], "name": "model"}
     assert len(found[0]) == 2 and found[0] == found[1] and found[2] == []
     assert found[0][0][2] >= found[0][1][2]
     assert running == [] and none == [] and active == [False, True, False]

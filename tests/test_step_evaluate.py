@@ -13,6 +13,7 @@ import pytest
 
 from taskyard.errors import StepError
 from taskyard.steps import evaluate as evaluate_step
+from taskyard.steps._results import env_name
 from tests.test_step_train import (
     EXAMPLE,
     cli_error,
@@ -141,6 +142,52 @@ def test_worse_candidate_or_a_tie_keeps_the_champion(ws, store):
     report = (ws / "artifacts" / "evaluation.md").read_text()
     assert "candidate ties champion v1" in report and "the champion stays" in report
     assert mlflow.get_run(r["eval-run-id"]).data.tags["taskyard.decision"] == "keep"
+
+
+def eval_runs() -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(NAME)
+    return client.search_runs([exp.experiment_id], "tags.`taskyard.step` = 'evaluate'")
+
+
+def test_the_champion_judged_again_ties_from_its_earlier_score(ws, store, capsys, monkeypatch):
+    """The run after the one that promoted a candidate judges it against itself: a tie, known
+    without loading either model; the score is the one its first judgement computed (cache
+    entry found by the score key), no eval run is logged. Anything else is scored."""
+    from taskyard.steps import _cache
+
+    uri = candidate(ws, GOOD)
+    first = evaluate(ws, uri)["results"]
+    assert first["promote"] == "true" and len(eval_runs()) == 1
+    version = crown(uri)  # as promote registers it (MLflow 3: a models:/m-… source)
+    capsys.readouterr()
+    cached_from = ws / "cached-from"
+    monkeypatch.setenv(env_name(_cache.FROM_RESULT), str(cached_from))
+
+    again = evaluate(ws, uri)
+    r = again["results"]
+    said = capsys.readouterr().out
+    assert r["promote"] == "false" and r["champion-version"] == version
+    assert r["candidate-score"] == r["champion-score"] == first["candidate-score"]
+    assert r["eval-run-id"] == first["eval-run-id"]  # the run that scored it
+    assert len(eval_runs()) == 1  # nothing scored, nothing logged
+    assert f"the candidate is champion v{version} itself" in said, said
+    assert cached_from.read_text() and cached_from.read_text() in said  # shown as Cached
+    assert again["holdout_rows"] == 45 and again["champion_score"] == again["candidate_score"]
+    report = (ws / "artifacts" / "evaluation.md").read_text()
+    assert "candidate ties champion v1" in report and "not scored again" in report
+
+    # another candidate against that champion: both are scored, a new decision is logged
+    better = evaluate(ws, candidate(ws, BETTER))["results"]
+    assert better["promote"] == "true" and better["champion-score"] == first["candidate-score"]
+    assert better["eval-run-id"] != first["eval-run-id"] and len(eval_runs()) == 2
+    # --cache false: scored again, though it is the champion
+    off = evaluate(ws, uri, "--cache", "false")["results"]
+    assert off["promote"] == "false" and off["candidate-score"] == first["candidate-score"]
+    assert off["eval-run-id"] not in (first["eval-run-id"], better["eval-run-id"])
+    assert len(eval_runs()) == 3
 
 
 def test_registered_model_without_the_alias_is_no_champion(ws, store):

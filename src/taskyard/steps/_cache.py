@@ -18,6 +18,9 @@ An entry is a run in the ``taskyard-cache`` experiment: tags for the key and the
 workspace files the step leaves (its record, a report) as artifacts. It only counts once its
 status is FINISHED, which is the last thing written: a step killed while storing leaves a
 RUNNING entry that no lookup returns. Only successful steps store; a failure is never replayed.
+A step may tag its entries with more keys to find them by (``StepCache.tags``): evaluate's
+score key, the decision's inputs without the champion (docs/caching.md, "The run after a
+promotion").
 """
 
 from __future__ import annotations
@@ -218,6 +221,8 @@ class StepCache:
     reader: Reader = field(default_factory=ClientReader)
     hit: Hit | None = None
     notes: list[str] = field(default_factory=list)
+    # More tags for the entry: other keys a step finds its entries by (evaluate's score key).
+    tags: dict[str, str] = field(default_factory=dict)
 
     _ready: threading.Thread | None = field(default=None, init=False, repr=False)
     _experiment_id: str = field(default="", init=False, repr=False)
@@ -241,9 +246,12 @@ class StepCache:
         self._ready = threading.Thread(target=warm_up, name="cache-prepare", daemon=True)
         self._ready.start()
 
-    def lookup(self) -> Hit | None:
+    def lookup(self, tag: str = KEY_TAG, value: str | None = None) -> Hit | None:
+        """The newest valid entry, within the max age, whose ``tag`` is ``value`` (default:
+        this step's key)."""
         oldest = None if self.max_age is None else int((time.time() - self.max_age) * 1000)
-        for e in self.reader.entries(EXPERIMENT, KEY_TAG, self.key, oldest, limit=5):
+        value = self.key if value is None else value
+        for e in self.reader.entries(EXPERIMENT, tag, value, oldest, limit=5):
             results = {
                 k.removeprefix(RESULT_TAG): v for k, v in e.tags.items() if k.startswith(RESULT_TAG)
             }
@@ -316,6 +324,7 @@ class StepCache:
                 KEY_TAG: self.key,
                 STEP_TAG: self.step,
                 ORIGIN_TAG: origin,
+                **self.tags,
                 **{RESULT_TAG + k: str(v) for k, v in results.items()},
             }
             entry = client.create_run(self._experiment(), tags=tags, run_name=f"{self.step}-cache")

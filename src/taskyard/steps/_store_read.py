@@ -13,8 +13,8 @@ locked or broken file, artifacts that are not local files) to the client, so the
 MLflow's in every case; the writes (storing an entry) always go through the client.
 The tables are those of ``mlflow/store/tracking/dbmodels/models.py`` and
 ``mlflow/store/model_registry/dbmodels/models.py`` (``experiments``, ``runs``, ``tags``,
-``model_versions``, ``registered_model_aliases``); ``workspace`` columns (MLflow 3.x) are
-matched to the default workspace, the only one a local store uses.
+``model_versions``, ``registered_model_aliases``, MLflow 3's ``logged_models``); ``workspace``
+columns (MLflow 3.x) are matched to the default workspace, the only one a local store uses.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ class Reader(Protocol):
     def run_active(self, run_id: str) -> bool: ...
     def alias_version(self, name: str, alias: str) -> str | None: ...
     def version(self, name: str, version: str) -> dict[str, str]: ...
+    def logged_model(self, model_id: str) -> dict[str, str]: ...
     def copy_artifacts(self, run_id: str, path: str, target: Path) -> None: ...
 
 
@@ -100,6 +101,10 @@ class ClientReader:
     def version(self, name: str, version: str) -> dict[str, str]:
         mv = self.client.get_model_version(name, version)
         return {"version": str(version), "source": mv.source or "", "run": mv.run_id or ""}
+
+    def logged_model(self, model_id: str) -> dict[str, str]:
+        lm = self.client.get_logged_model(model_id)
+        return {"run": lm.source_run_id or "", "name": lm.name or ""}
 
     def copy_artifacts(self, run_id: str, path: str, target: Path) -> None:
         import tempfile
@@ -209,6 +214,20 @@ class SqliteReader:
             return self.fallback.version(name, version)
         source, run = rows[0]
         return {"version": str(version), "source": source or "", "run": run or ""}
+
+    def logged_model(self, model_id: str) -> dict[str, str]:
+        """MLflow 3's logged model (a version's ``models:/m-…`` source): the run that logged
+        it and the name it was logged under. A store without the table asks the client."""
+        try:
+            rows = self._rows(
+                "select source_run_id, name from logged_models where model_id = ?", model_id
+            )
+        except Unreadable:
+            rows = []
+        if not rows:
+            return self.fallback.logged_model(model_id)
+        run, name = rows[0]
+        return {"run": run or "", "name": name or ""}
 
     def copy_artifacts(self, run_id: str, path: str, target: Path) -> None:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -18,11 +19,15 @@ from taskyard import __version__, envs, project
 from taskyard.errors import StepError
 from taskyard.ml.metrics import METRICS, TOLERANCE, Metric, evaluate
 from taskyard.steps import _cache, _cli, _mlflow
-from taskyard.steps._results import write_results
+from taskyard.steps._results import write_result, write_results
 from taskyard.steps._store_read import Reader
 
 STEP = "evaluate"
 REPORT = f"{_cli.ARTIFACTS}/evaluation.md"
+# The entry tag for what the candidate's score depends on: the decision's inputs but the
+# champion (see :func:`judged_as_champion`).
+SCORE_TAG = "taskyard.cache.score-key"
+OTHER_DATA = "the candidate was trained on different data than this holdout comes from"
 
 
 @dataclass
@@ -209,21 +214,26 @@ def score(g: Gate, model: Any, what: str) -> float:
         raise StepError(f"cannot score the {what} on the holdout: {e}") from None
 
 
-def judge(g: Gate, candidate_uri: str, candidate_score: float, champion: str | None) -> Decision:
-    """Candidate (already scored) against ``champion`` (a version or None) on ``g``'s holdout."""
-    d = Decision(
+def _decision(g: Gate, uri: str, score_: float, champion: str | None, rows: int) -> Decision:
+    """A decision on ``g``'s thresholds, not taken yet (:func:`decide`)."""
+    return Decision(
         model_name=g.model_name,
         metric=g.metric.name,
         greater_is_better=g.metric.greater_is_better,
-        candidate_uri=candidate_uri,
-        candidate_score=candidate_score,
+        candidate_uri=uri,
+        candidate_score=score_,
         min_score=g.min_score,
         min_improvement=g.min_improvement,
         champion_alias=g.alias,
-        holdout_rows=len(g.split.x_test),
+        holdout_rows=rows,
         data_hash=g.data_hash,
         champion_version=champion,
     )
+
+
+def judge(g: Gate, candidate_uri: str, candidate_score: float, champion: str | None) -> Decision:
+    """Candidate (already scored) against ``champion`` (a version or None) on ``g``'s holdout."""
+    d = _decision(g, candidate_uri, candidate_score, champion, len(g.split.x_test))
     if champion is not None:
         model = load_model(f"models:/{g.model_name}/{champion}", "champion")
         try:
@@ -232,7 +242,7 @@ def judge(g: Gate, candidate_uri: str, candidate_score: float, champion: str | N
             d.notes.append(f"the champion cannot score this holdout ({type(e).__name__}: {e})")
     trained_on = _candidate_data_hash(candidate_uri)
     if trained_on and trained_on != d.data_hash:
-        d.notes.append("the candidate was trained on different data than this holdout comes from")
+        d.notes.append(OTHER_DATA)
     return decide(d, g.metric)
 
 
@@ -258,7 +268,8 @@ def run(args: argparse.Namespace) -> None:
     champion = reader.alias_version(model_name, alias)
     cached = _cache.open_cache(STEP, args, args.source, _inputs(reader, g, uri, champion),
                                reader=reader)  # fmt: skip
-    if cached.replay():
+    cached.tags[SCORE_TAG] = score_key(cached.material)
+    if cached.replay() or judged_as_champion(args, g, uri, champion, cached):
         return
     import mlflow
 
@@ -267,9 +278,7 @@ def run(args: argparse.Namespace) -> None:
     cand_score = score(g, load_model(uri, "candidate"), "candidate")
     d = judge(g, uri, cand_score, champion)
 
-    out = _cli.artifacts_dir(args.source)
-    (out / "evaluation.json").write_text(json.dumps(asdict(d), indent=2) + "\n")
-    (out / "evaluation.md").write_text(markdown(d))
+    files = _report(args.source, d)
 
     tags = {
         "taskyard.step": STEP,
@@ -296,12 +305,28 @@ def run(args: argparse.Namespace) -> None:
         if d.improvement is not None:
             scores["improvement"] = d.improvement
         mlflow.log_metrics(scores)
-        mlflow.log_artifact(str(out / "evaluation.json"), artifact_path="evaluation")
-        mlflow.log_artifact(str(out / "evaluation.md"), artifact_path="evaluation")
+        for path in files:
+            mlflow.log_artifact(str(path), artifact_path="evaluation")
 
+    results, record = _results(args.source, d, eval_run_id)
+    cached.store(results, [record, *files], origin=eval_run_id)
+    verdict = "promote" if d.promote else "do not promote"
+    print(f"{verdict}: " + "; ".join(d.reasons))
+
+
+def _report(source: Path, d: Decision) -> list[Path]:
+    """evaluation.json and evaluation.md in the workspace."""
+    out = _cli.artifacts_dir(source)
+    (out / "evaluation.json").write_text(json.dumps(asdict(d), indent=2) + "\n")
+    (out / "evaluation.md").write_text(markdown(d))
+    return [out / "evaluation.json", out / "evaluation.md"]
+
+
+def _results(source: Path, d: Decision, eval_run_id: str) -> tuple[dict[str, str], Path]:
+    """Write the step's results and its record: both."""
     results = {
         "promote": "true" if d.promote else "false",
-        "metric-name": metric.name,
+        "metric-name": d.metric,
         "candidate-score": f"{d.candidate_score:.6g}",
         "champion-score": "" if d.champion_score is None else f"{d.champion_score:.6g}",
         "champion-version": d.champion_version or "",
@@ -309,11 +334,77 @@ def run(args: argparse.Namespace) -> None:
         "report": REPORT,
     }
     write_results(results)
-    record = _cli.write_record(args.source, STEP, {"results": results, **asdict(d)})
-    files = [record, out / "evaluation.json", out / "evaluation.md"]
-    cached.store(results, files, origin=eval_run_id)
-    verdict = "promote" if d.promote else "do not promote"
-    print(f"{verdict}: " + "; ".join(d.reasons))
+    return results, _cli.write_record(source, STEP, {"results": results, **asdict(d)})
+
+
+def score_key(material: dict[str, Any]) -> str:
+    """What the candidate's score on the holdout depends on: the decision's key material (the
+    step, its code and libraries, the params, the project, the data) without the champion."""
+    inputs = {k: v for k, v in material["inputs"].items() if k != "champion"}
+    return _cache.key_of({**material, "inputs": inputs, "of": "candidate-score"})
+
+
+def is_registered_from(reader: Reader, name: str, version: str, candidate: str) -> bool:
+    """Whether version ``version`` of ``name`` is the candidate itself (registered from it)."""
+    try:
+        v = reader.version(name, version)
+        source = v["source"].rstrip("/")
+        if source == candidate.rstrip("/"):
+            return True
+        if not (candidate.startswith("runs:/") and source.startswith("models:/m-")):
+            return False
+        run, _, path = candidate.removeprefix("runs:/").partition("/")
+        # MLflow 3 registers runs:/RUN/PATH as the logged model RUN logged under PATH.
+        logged = reader.logged_model(source.removeprefix("models:/"))
+    except Exception:  # not answerable here: judge as usual
+        return False
+    return v["run"] == run and logged == {"run": run, "name": path.strip("/")}
+
+
+def judged_as_champion(
+    args: argparse.Namespace, g: Gate, uri: str, champion: str | None, cached: _cache.StepCache
+) -> bool:
+    """A candidate that is the champion itself (the run after the one that promoted it, of
+    the same commit) ties by definition: decide without loading or scoring either model. Its
+    score on this holdout is the one an earlier decision on it computed, found by the score
+    key (the same candidate, code, params, project and data); without one it is scored as
+    usual. No eval run is logged: results and report say which one scored it. True: done."""
+    if champion is None or not cached.enabled:
+        return False
+    if not is_registered_from(cached.reader, g.model_name, champion, uri):
+        return False
+    try:
+        hit = cached.lookup(SCORE_TAG, cached.tags[SCORE_TAG])
+        if hit is None:
+            return False
+        with tempfile.TemporaryDirectory(prefix="taskyard-cache-") as tmp:
+            cached.reader.copy_artifacts(hit.entry, _cache.FILES_DIR, Path(tmp))
+            earlier = json.loads(Path(tmp, _cli.ARTIFACTS, "evaluation.json").read_text())
+        score_ = float(earlier["candidate_score"])
+        rows = int(earlier["holdout_rows"])
+    except Exception as e:  # a score that cannot be read back is scored again
+        print(f"warning: cache: cannot read the earlier score, computing: {_mlflow.one_line(e)}",
+              flush=True)  # fmt: skip
+        return False
+    scored_by = hit.results.get("eval-run-id", "")
+    d = _decision(g, uri, score_, champion, rows)
+    d.champion_score = score_
+    d.notes = [n for n in earlier.get("notes", []) if n == OTHER_DATA]
+    d.notes.append(
+        f"the candidate is champion v{champion} itself: not scored again; its score on this "
+        f"holdout is from eval run {scored_by} (cache entry {hit.entry})"
+    )
+    decide(d, g.metric)
+    _report(args.source, d)
+    _results(args.source, d, scored_by)
+    write_result(_cache.FROM_RESULT, hit.entry)
+    print(
+        f"cache: hit for {STEP}: the candidate is champion v{champion} itself, scored by "
+        f"eval run {scored_by} (entry {hit.entry}); "
+        f"{'promote' if d.promote else 'do not promote'}: " + "; ".join(d.reasons),
+        flush=True,
+    )
+    return True
 
 
 def _inputs(reader: Reader, g: Gate, candidate: str, champion: str | None) -> dict[str, Any]:
