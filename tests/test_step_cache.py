@@ -172,10 +172,20 @@ def test_evaluate_keys_the_champion_it_judges_against(tmp_path, store) -> None:
         assert len(said) == 1, "the two readers disagree"
         return said.pop()
 
+    def candidate_key(candidate: str) -> str:
+        a = evaluate_step.build_parser().parse_args(
+            ["--source", str(ws), "--subdirectory", "repo", "--model-uri", candidate]
+        )
+        inputs = [evaluate_step._inputs(r, g, candidate, None) for r in readers.values()]
+        keys = {_cache.key_of(_cache.material("evaluate", a, i)) for i in inputs}
+        assert len(keys) == 1, "the two readers disagree"
+        return keys.pop()
+
     none = key(None)
     client.create_registered_model("m")
     client.create_model_version("m", uri, uri.split("/")[1])
     first = key("1")
+    by_number = candidate_key("models:/m/1")
     assert registered_from("m", uri)
     client.delete_registered_model("m")
     other, other_run = log_sklearn_model(seed=1)
@@ -183,6 +193,8 @@ def test_evaluate_keys_the_champion_it_judges_against(tmp_path, store) -> None:
     client.create_model_version("m", other, other_run)
     assert len({none, first, key("1")}) == 3
     assert key("1") == key("1")
+    # a candidate named by version number is keyed by what that version is now
+    assert candidate_key("models:/m/1") != by_number
     # The candidate's score does not depend on the champion: one score key for all three.
     assert score_key(None) == score_key("1") != none
     assert not registered_from("m", uri) and registered_from("m", other)
@@ -238,9 +250,13 @@ def test_the_sqlite_reader_answers_as_the_mlflow_client(tmp_path, store) -> None
     assert found[0][0][2] >= found[0][1][2]
     assert running == [] and none == [] and active == [False, True, False]
     assert aliases == ["2", None, None] and version["run"] == second["run-id"]
-    for r in _readers(store).values():  # a deleted version is the client's error, both ways
+    gone = mlflow.models.get_model_info(first["model-uri"]).model_id
+    client.delete_logged_model(gone)
+    for r in _readers(store).values():  # a deleted one is the client's error, both ways
         with pytest.raises(Exception, match=r"(?i)not found|does not exist"):
             r.version("m", "1")
+        with pytest.raises(Exception, match=r"(?i)not found|does not exist"):
+            r.logged_model(gone)
 
 
 def test_a_store_the_sqlite_reader_does_not_know_is_read_by_the_client(tmp_path, store) -> None:

@@ -166,7 +166,12 @@ def test_the_champion_judged_again_ties_from_its_earlier_score(ws, store, capsys
     cached_from = ws / "cached-from"
     monkeypatch.setenv(env_name(_cache.FROM_RESULT), str(cached_from))
 
-    again = evaluate(ws, uri)
+    def unloadable(uri: str, what: str):
+        raise AssertionError(f"loaded the {what} model {uri}")
+
+    with monkeypatch.context() as m:
+        m.setattr(evaluate_step, "load_model", unloadable)
+        again = evaluate(ws, uri)
     r = again["results"]
     said = capsys.readouterr().out
     assert r["promote"] == "false" and r["champion-version"] == version

@@ -217,10 +217,13 @@ class SqliteReader:
 
     def logged_model(self, model_id: str) -> dict[str, str]:
         """MLflow 3's logged model (a version's ``models:/m-…`` source): the run that logged
-        it and the name it was logged under. A store without the table asks the client."""
+        it and the name it was logged under. A deleted one, or a store without the table, is
+        the client's answer (its error)."""
         try:
             rows = self._rows(
-                "select source_run_id, name from logged_models where model_id = ?", model_id
+                "select source_run_id, name from logged_models where model_id = ?"
+                " and lifecycle_stage != 'deleted'",
+                model_id,
             )
         except Unreadable:
             rows = []

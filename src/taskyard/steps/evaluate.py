@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -382,6 +383,7 @@ def judged_as_champion(
             earlier = json.loads(Path(tmp, _cli.ARTIFACTS, "evaluation.json").read_text())
         score_ = float(earlier["candidate_score"])
         rows = int(earlier["holdout_rows"])
+        notes = [n for n in earlier.get("notes") or [] if n == OTHER_DATA]
     except Exception as e:  # a score that cannot be read back is scored again
         print(f"warning: cache: cannot read the earlier score, computing: {_mlflow.one_line(e)}",
               flush=True)  # fmt: skip
@@ -389,7 +391,7 @@ def judged_as_champion(
     scored_by = hit.results.get("eval-run-id", "")
     d = _decision(g, uri, score_, champion, rows)
     d.champion_score = score_
-    d.notes = [n for n in earlier.get("notes", []) if n == OTHER_DATA]
+    d.notes = notes
     d.notes.append(
         f"the candidate is champion v{champion} itself: not scored again; its score on this "
         f"holdout is from eval run {scored_by} (cache entry {hit.entry})"
@@ -419,6 +421,12 @@ def _inputs(reader: Reader, g: Gate, candidate: str, champion: str | None) -> di
         name, _, cand_alias = candidate.removeprefix("models:/").partition("@")
         version = reader.alias_version(name, cand_alias)
         inputs["candidate"] = version and reader.version(name, version)
+    elif re.fullmatch(r"models:/[^/@]+/\d+", candidate):  # a re-created model reuses numbers
+        name, _, version = candidate.removeprefix("models:/").rpartition("/")
+        try:
+            inputs["candidate"] = reader.version(name, version)
+        except Exception:  # no such version: loading it fails with the one-line error
+            inputs["candidate"] = None
     return inputs
 
 
