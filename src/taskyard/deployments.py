@@ -362,10 +362,8 @@ def _warm_start(cmd: list[str], env: dict[str, str], cwd: Path, log_fd: int) -> 
     """Under ``taskyard run`` with a kept warm interpreter, fork the server from it: the same
     argv, env, cwd, log and own session, without seconds of imports (run/warm.py); None: the
     caller starts it as a new process."""
-    from taskyard.run.warm import HELPER_ENV, spawn_detached
+    from taskyard.run.warm import spawn_detached  # it says None outside such a run
 
-    if not os.environ.get(HELPER_ENV):
-        return None
     try:
         return spawn_detached(cmd, env, cwd, log_fd)
     except OSError:
