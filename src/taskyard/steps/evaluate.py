@@ -355,7 +355,8 @@ def is_registered_from(reader: Reader, name: str, version: str, candidate: str) 
         if not (candidate.startswith("runs:/") and source.startswith("models:/m-")):
             return False
         run, _, path = candidate.removeprefix("runs:/").partition("/")
-        # MLflow 3 registers runs:/RUN/PATH as the logged model RUN logged under PATH.
+        # MLflow 3 registers runs:/RUN/PATH as the logged model RUN logged under PATH, source
+        # models:/<model_id> (mlflow/tracking/_model_registry/fluent.py, _register_model).
         logged = reader.logged_model(source.removeprefix("models:/"))
     except Exception:  # not answerable here: judge as usual
         return False
